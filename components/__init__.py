@@ -1,0 +1,1 @@
+"""KFP components, one per stage: thin lightweight-Python wrappers whose bodies call `vesselseg`."""

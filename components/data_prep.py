@@ -1,0 +1,11 @@
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def data_prep(source: str, seed: int, overrides: dict, dataset: dsl.Output[dsl.Dataset]):
+    """Read the dataset at `source` (or generate `synthetic`), split it, publish it to the object store."""
+    from vesselseg.kfp_glue import run_data_prep
+
+    run_data_prep(source, seed, overrides, dataset)

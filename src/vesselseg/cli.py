@@ -1,0 +1,100 @@
+"""`vesselseg` command line: the embedded store, one subcommand per stage, local runs and compilation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from vesselseg.config import load_config
+from vesselseg.errors import VesselsegError
+from vesselseg.stages import STAGES, stage_module
+
+
+def _store(args: argparse.Namespace) -> int:
+    from vesselseg.storage import server
+
+    if args.action == "up":
+        state = server.up()
+    elif args.action == "down":
+        stopped = server.down()
+        print("stopped" if stopped else "no store process was running")
+        return 0
+    else:
+        state = server.status()
+    print(json.dumps(state.model_dump(), indent=2))
+    return 0 if state.up or args.action == "status" else 1
+
+
+def _stage(args: argparse.Namespace) -> int:
+    module = stage_module(args.command)
+    config = load_config(module.Config, args.config, args.set)
+    result = module.run(config)
+    text = result.model_dump_json(indent=2)
+    if args.result:
+        Path(args.result).write_text(text)
+    print(text)
+    return 0
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    from vesselseg.local_run import run_local
+
+    run_local(pipeline_file=args.pipeline, overrides=args.set, out_dir=args.out, cache=not args.no_cache)
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from vesselseg.local_run import compile_pipeline
+
+    print(compile_pipeline(args.pipeline, args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vesselseg", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    store = sub.add_parser("store", help="the embedded SeaweedFS object store on 127.0.0.1")
+    store.add_argument("action", choices=["up", "down", "status"])
+    store.set_defaults(func=_store)
+
+    for name in STAGES:
+        stage = sub.add_parser(name, help=f"run the {name} stage")
+        stage.add_argument("config", nargs="?", type=Path, help="YAML config file (defaults apply without one)")
+        stage.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        stage.add_argument("--result", type=Path, help="also write the result JSON here")
+        stage.set_defaults(func=_stage)
+
+    local = sub.add_parser("run-local", help="run the pipeline through kfp.local against the embedded store")
+    local.add_argument("--pipeline", type=Path, default=Path("pipeline.py"))
+    local.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
+    local.add_argument("--out", type=Path, default=Path("runs"), help="where the run's summary and report go")
+    local.add_argument("--no-cache", action="store_true", help="re-run every task")
+    local.set_defaults(func=_run_local)
+
+    comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
+    comp.add_argument("--pipeline", type=Path, default=Path("pipeline.py"))
+    comp.add_argument("--out", type=Path, default=Path("build/pipeline.yaml"))
+    comp.set_defaults(func=_compile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except VesselsegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

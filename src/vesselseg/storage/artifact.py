@@ -1,0 +1,180 @@
+"""Artifacts: a prefix of files plus a `manifest.json` written last.
+
+A prefix without a manifest does not exist for readers. Publishing removes an old manifest before
+touching any file, so a re-run that dies half-way leaves nothing that looks complete. The manifest
+records every file's sha256 and size, the producing stage, its config, the input manifests' hashes,
+the code version and timings: the provenance chain of every number the pipeline prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vesselseg import __version__
+from vesselseg.errors import StorageError
+from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+class InputRef(BaseModel):
+    """A pointer to a published artifact: its URI and the sha256 of its manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str
+    manifest_sha256: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    kind: str = Field(description="what the artifact holds: dataset, predictions, evaluation, …")
+    stage: str
+    config: dict[str, Any]
+    inputs: dict[str, InputRef] = Field(default_factory=dict)
+    files: list[FileEntry]
+    code_version: str
+    created_at: str
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(default_factory=dict, description="small stage-specific facts")
+
+    def file(self, path: str) -> FileEntry:
+        for entry in self.files:
+            if entry.path == path:
+                return entry
+        raise StorageError(f"artifact has no file {path!r} (manifest lists {len(self.files)} files)")
+
+
+def code_version() -> str:
+    """`VESSELSEG_CODE_VERSION` (set in images) or the git commit of the source tree, else the package version."""
+    if version := os.environ.get("VESSELSEG_CODE_VERSION"):
+        return version
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def content_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts, used to name artifact prefixes by their inputs."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _local_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def publish_dir(
+    store: ObjectStore,
+    local_dir: Path,
+    prefix: str,
+    *,
+    kind: str,
+    stage: str,
+    config: dict[str, Any],
+    inputs: dict[str, InputRef] | None = None,
+    timings_s: dict[str, float] | None = None,
+    summary: dict[str, Any] | None = None,
+) -> tuple[InputRef, Manifest]:
+    """Upload every file under `local_dir` to `prefix/` and then its manifest; returns a pointer to it."""
+    prefix = prefix.rstrip("/") + "/"
+    files = _local_files(local_dir)
+    if not files:
+        raise StorageError(f"refusing to publish an empty artifact from {local_dir} to {store.uri(prefix)}")
+    manifest_key = prefix + MANIFEST
+    # Hide the old artifact first: from here until the new manifest lands, readers see nothing.
+    store.delete([manifest_key])
+    stale = set(store.list(prefix))
+    entries = []
+    for index, path in enumerate(files, 1):
+        rel = path.relative_to(local_dir).as_posix()
+        uploaded = store.upload_file(path, prefix + rel)
+        entries.append(FileEntry(path=rel, sha256=uploaded.sha256, size=uploaded.size))
+        stale.discard(prefix + rel)
+        if index % 200 == 0 or index == len(files):
+            log.info("uploaded %d/%d files to %s", index, len(files), store.uri(prefix))
+    store.delete(sorted(stale))
+    manifest = Manifest(
+        kind=kind,
+        stage=stage,
+        config=config,
+        inputs=inputs or {},
+        files=entries,
+        code_version=code_version(),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        timings_s=timings_s or {},
+        summary=summary or {},
+    )
+    blob = manifest.model_dump_json(indent=2).encode()
+    store.put_bytes(manifest_key, blob, content_type="application/json")
+    return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
+
+
+def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
+    """The manifest of a published artifact; refuses a prefix without one, or one that changed since `ref`."""
+    uri = ref.uri if isinstance(ref, InputRef) else ref
+    key = store.key_of(uri.rstrip("/") + "/" + MANIFEST)
+    if not store.exists(key):
+        raise StorageError(
+            f"{uri} is not a published artifact: it has no {MANIFEST} (never published, or its upload "
+            "did not finish)"
+        )
+    blob = store.get_bytes(key)
+    if isinstance(ref, InputRef) and hashlib.sha256(blob).hexdigest() != ref.manifest_sha256:
+        raise StorageError(f"{uri}: manifest changed since it was referenced (sha256 differs); re-run the producer")
+    return Manifest.model_validate_json(blob)
+
+
+def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None) -> Manifest:
+    """Download a published artifact (or the listed files of it) and verify every byte against its manifest."""
+    manifest = read_manifest(store, ref)
+    uri = ref.uri if isinstance(ref, InputRef) else ref
+    prefix = store.key_of(uri.rstrip("/") + "/")
+    wanted = manifest.files if only is None else [manifest.file(p) for p in only]
+    for entry in wanted:
+        target = local_dir / entry.path
+        if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+            continue
+        store.download_file(prefix + entry.path, target, expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size))
+    (local_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+    return manifest
+
+
+def fetch_raw_prefix(store: ObjectStore, uri: str, local_dir: Path) -> int:
+    """Download every object under a prefix that is not an artifact (a raw dataset someone uploaded)."""
+    prefix = store.key_of(uri.rstrip("/") + "/")
+    keys = store.list(prefix)
+    if not keys:
+        raise StorageError(f"nothing under {uri}: the raw dataset prefix is empty or misspelt")
+    for key in keys:
+        store.download_file(key, local_dir / key[len(prefix) :])
+    return len(keys)

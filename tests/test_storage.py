@@ -1,0 +1,156 @@
+"""Object store and artifact integrity against a real SeaweedFS server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from vesselseg.errors import IntegrityError, StorageError
+from vesselseg.storage import ObjectStore, StoreSettings, fetch_dir, publish_dir, read_manifest, sha256_file
+from vesselseg.storage import server
+
+
+def _artifact(root: Path, n: int = 3, size: int = 1000) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        (root / f"part{i}.bin").write_bytes(os.urandom(size))
+    (root / "nested").mkdir()
+    (root / "nested" / "note.txt").write_text("hello")
+    return root
+
+
+def test_multipart_upload_round_trip_verifies_sha(store_settings: StoreSettings, prefix: str, tmp_path: Path) -> None:
+    store = ObjectStore(store_settings.model_copy(update={"part_size_mb": 5}))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12 << 20))  # three 5 MiB parts
+    entry = store.upload_file(big, f"{prefix}/big.bin")
+    assert entry.sha256 == sha256_file(big) and entry.size == 12 << 20
+    got = store.download_file(f"{prefix}/big.bin", tmp_path / "back.bin", expected=entry)
+    assert got.sha256 == entry.sha256
+    assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+
+
+def test_publish_then_fetch_reproduces_every_file(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    src = _artifact(tmp_path / "src")
+    ref, manifest = publish_dir(store, src, prefix, kind="test", stage="unit", config={"a": 1})
+    assert {f.path for f in manifest.files} == {"part0.bin", "part1.bin", "part2.bin", "nested/note.txt"}
+    assert store.exists(f"{prefix}/manifest.json")
+    out = tmp_path / "out"
+    fetched = fetch_dir(store, ref, out)
+    assert fetched.config == {"a": 1} and fetched.code_version
+    for entry in manifest.files:
+        assert (out / entry.path).read_bytes() == (src / entry.path).read_bytes()
+
+
+def test_corrupted_object_is_detected(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    ref, _ = publish_dir(store, _artifact(tmp_path / "src"), prefix, kind="test", stage="unit", config={})
+    store.put_bytes(f"{prefix}/part1.bin", b"tampered bytes")
+    with pytest.raises(IntegrityError, match=r"part1\.bin.*checksum mismatch|checksum mismatch.*part1\.bin"):
+        fetch_dir(store, ref, tmp_path / "out")
+    assert not (tmp_path / "out" / "part1.bin").exists()
+
+
+def test_changed_manifest_is_refused_for_an_old_reference(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    ref, _ = publish_dir(store, _artifact(tmp_path / "a"), prefix, kind="test", stage="unit", config={"v": 1})
+    publish_dir(store, _artifact(tmp_path / "b"), prefix, kind="test", stage="unit", config={"v": 2})
+    with pytest.raises(StorageError, match="manifest changed"):
+        read_manifest(store, ref)
+
+
+def test_prefix_without_manifest_does_not_exist(store: ObjectStore, prefix: str) -> None:
+    store.put_bytes(f"{prefix}/orphan.bin", b"x")
+    with pytest.raises(StorageError, match="no manifest.json"):
+        read_manifest(store, store.uri(prefix))
+
+
+def test_republish_removes_stale_files(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    publish_dir(store, _artifact(tmp_path / "a", n=3), prefix, kind="test", stage="unit", config={})
+    _, manifest = publish_dir(store, _artifact(tmp_path / "b", n=1), prefix, kind="test", stage="unit", config={})
+    assert sorted(store.list(prefix)) == sorted(
+        [f"{prefix}/manifest.json"] + [f"{prefix}/{f.path}" for f in manifest.files]
+    )
+
+
+_PUBLISHER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from vesselseg.storage import ObjectStore, publish_dir
+    publish_dir(ObjectStore(), Path(sys.argv[1]), sys.argv[2], kind="test", stage="killed", config={})
+    """
+)
+
+
+@pytest.mark.parametrize("republish", [False, True], ids=["first-publish", "re-publish"])
+def test_killed_upload_leaves_no_visible_artifact(
+    store_settings: StoreSettings, store: ObjectStore, prefix: str, tmp_path: Path, republish: bool
+) -> None:
+    if republish:
+        publish_dir(store, _artifact(tmp_path / "old", n=2), prefix, kind="test", stage="unit", config={})
+        read_manifest(store, store.uri(prefix))
+    src = _artifact(tmp_path / "src", n=200, size=128 << 10)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PUBLISHER, str(src), prefix],
+        env={**os.environ, **store_settings.to_env()},
+    )
+    deadline = time.monotonic() + 60
+    # part5.bin is not in the old artifact: once it is there, the new upload is under way.
+    while time.monotonic() < deadline and not store.exists(f"{prefix}/part5.bin"):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, "the upload finished before the kill; the test proves nothing"
+    assert store.exists(f"{prefix}/part5.bin")
+    with pytest.raises(StorageError, match="no manifest.json"):
+        read_manifest(store, store.uri(prefix))
+
+
+def test_unreachable_endpoint_names_it(tmp_path: Path) -> None:
+    settings = StoreSettings(endpoint="127.0.0.1:1", retries=1, backoff_s=0.05)
+    with pytest.raises(StorageError, match=r"127\.0\.0\.1:1.*after 2 attempts"):
+        ObjectStore(settings).check()
+
+
+def test_bad_credentials_are_named(store_settings: StoreSettings) -> None:
+    bad = store_settings.model_copy(update={"secret_key": "wrong-secret"})
+    with pytest.raises(StorageError, match="credentials refused"):
+        ObjectStore(bad).check()
+
+
+def test_missing_bucket_is_named(store_settings: StoreSettings) -> None:
+    missing = store_settings.model_copy(update={"bucket": "no-such-bucket-vesselseg"})
+    with pytest.raises(StorageError, match="no-such-bucket-vesselseg"):
+        ObjectStore(missing).check()
+
+
+def test_missing_object_is_named(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=rf"no such object.*{prefix}/absent\.bin"):
+        store.download_file(f"{prefix}/absent.bin", tmp_path / "x")
+
+
+def test_copy_prefix_and_list(store: ObjectStore, prefix: str) -> None:
+    store.put_bytes(f"{prefix}/src/a", b"1")
+    store.put_bytes(f"{prefix}/src/b/c", b"2")
+    store.copy_prefix(f"{prefix}/src/", f"{prefix}/dst/")
+    assert store.list(f"{prefix}/dst/") == [f"{prefix}/dst/a", f"{prefix}/dst/b/c"]
+    assert store.get_bytes(f"{prefix}/dst/b/c") == b"2"
+
+
+def test_settings_from_environment() -> None:
+    settings = StoreSettings.from_env(
+        {"VESSELSEG_S3_ENDPOINT": "s3.example:443", "VESSELSEG_S3_SECURE": "true", "AWS_ACCESS_KEY_ID": "ak"}
+    )
+    assert (settings.endpoint, settings.secure, settings.access_key) == ("s3.example:443", True, "ak")
+    assert StoreSettings.from_env(settings.to_env()) == settings
+
+
+def test_store_up_reuses_a_running_server(store_settings: StoreSettings) -> None:
+    before = server.status(store_settings)
+    again = server.up(store_settings)
+    assert before.up and again.up and again.pid == before.pid
