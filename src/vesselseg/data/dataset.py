@@ -1,0 +1,88 @@
+"""Read access to a prepared dataset (the folder ``prepare_dataset`` writes) for the later stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from vesselseg.data.prepare import INDEX_COLUMNS
+from vesselseg.data.samples import SPLITS, Split
+from vesselseg.errors import DataError
+
+
+class PreparedDataset:
+    """A prepared dataset folder. Pixels are read on demand; nothing is cached."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        index_path = self.root / "index.parquet"
+        if not index_path.is_file():
+            raise DataError(f"{self.root} is not a prepared dataset: {index_path} is missing")
+        try:
+            self.index: pd.DataFrame = pd.read_parquet(index_path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {index_path}: {exc}") from exc
+        missing = [c for c in INDEX_COLUMNS if c not in self.index.columns]
+        if missing:
+            raise DataError(f"{index_path} lacks the columns {missing}")
+        self._rows = self.index.set_index("sample_id")
+
+    def ids(self, split: Split | None = None) -> list[str]:
+        """Sample ids, sorted; of one split when ``split`` is given."""
+        if split is not None and split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; splits are {SPLITS}")
+        rows = self.index if split is None else self.index[self.index["split"] == split]
+        return sorted(rows["sample_id"])
+
+    def image(self, sample_id: str) -> np.ndarray:
+        """uint8 (H, W, 3) RGB."""
+        with Image.open(self._file(sample_id, "image")) as img:
+            return np.asarray(img.convert("RGB"))
+
+    def mask(self, sample_id: str) -> np.ndarray:
+        """bool (H, W) vessel mask of the (first) annotator."""
+        return self._read_mask(self._file(sample_id, "mask"))
+
+    def fov(self, sample_id: str) -> np.ndarray:
+        """bool (H, W) field of view."""
+        return self._read_mask(self._file(sample_id, "fov"))
+
+    def mask_2nd(self, sample_id: str) -> np.ndarray | None:
+        """bool (H, W) second annotator's mask, or None where the dataset has none for this image."""
+        if pd.isna(self._row(sample_id)["mask_2nd"]):
+            return None
+        return self._read_mask(self._file(sample_id, "mask_2nd"))
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self._json("stats.json")
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self._json("fingerprint.json")["fingerprint"])
+
+    def _row(self, sample_id: str) -> pd.Series:
+        if sample_id not in self._rows.index:
+            raise DataError(f"sample {sample_id!r} is not in {self.root / 'index.parquet'}")
+        return self._rows.loc[sample_id]
+
+    def _file(self, sample_id: str, column: str) -> Path:
+        path = self.root / str(self._row(sample_id)[column])
+        if not path.is_file():
+            raise DataError(f"{path} is listed in {self.root / 'index.parquet'} but missing")
+        return path
+
+    def _read_mask(self, path: Path) -> np.ndarray:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L")) >= 128
+
+    def _json(self, name: str) -> dict[str, Any]:
+        path = self.root / name
+        if not path.is_file():
+            raise DataError(f"{self.root} is not a complete prepared dataset: {path} is missing")
+        return json.loads(path.read_text())
