@@ -45,10 +45,14 @@ def read_ref(artifact: KfpArtifact) -> InputRef:
     return InputRef.model_validate_json(Path(artifact.path).read_text())
 
 
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def run_data_prep(source: str, seed: int, overrides: dict[str, Any], dataset: KfpArtifact) -> None:
     from vesselseg.stages import data_prep
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging()
     config = data_prep.Config.model_validate(
         deep_merge({"data": {"source": source, "synthetic": {"seed": seed}, "split": {"seed": seed}}}, overrides)
     )
@@ -57,5 +61,63 @@ def run_data_prep(source: str, seed: int, overrides: dict[str, Any], dataset: Kf
         dataset,
         result.dataset,
         fingerprint=result.summary.fingerprint,
-        splits=json.dumps(result.summary.split_counts),
+        splits=json.dumps({name: stats.n_images for name, stats in result.summary.splits.items()}),
     )
+
+
+def run_baseline(dataset: KfpArtifact, overrides: dict[str, Any], predictions: KfpArtifact) -> None:
+    from vesselseg.stages import baseline
+
+    _logging()
+    config = baseline.Config.model_validate(deep_merge({"dataset": read_ref(dataset).model_dump()}, overrides))
+    result = baseline.run(config)
+    write_ref(predictions, result.predictions, predictor=result.info.name, threshold=result.info.threshold)
+
+
+def run_evaluate(
+    dataset: KfpArtifact,
+    predictions: list[KfpArtifact],
+    overrides: dict[str, Any],
+    evaluation: KfpArtifact,
+    summary: KfpArtifact,
+    metrics: Any,
+    roc: Any,
+) -> None:
+    """Score, then fill KFP's Metrics (scalars per predictor) and ClassificationMetrics (ROC, confusion)."""
+    from vesselseg.stages import evaluate
+
+    _logging()
+    config = evaluate.Config.model_validate(
+        deep_merge(
+            {"dataset": read_ref(dataset).model_dump(), "predictions": [read_ref(p).model_dump() for p in predictions]},
+            overrides,
+        )
+    )
+    result = evaluate.run(config)
+    write_ref(evaluation, result.evaluation)
+    Path(summary.path).write_text(result.summary.model_dump_json(indent=2))
+    for predictor, values in result.summary.metrics.items():
+        for name, value in values.items():
+            if value is not None:
+                metrics.log_metric(f"{predictor}.{name}", round(float(value), 6))
+    primary = next(iter(result.summary.thresholds))
+    _log_classification(result.evaluation, primary, roc)
+    # KFP keeps these in metadata only; a file at the path lets kfp.local's cache see the output exists.
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))
+    Path(roc.path).write_text(json.dumps(roc.metadata, indent=2))
+
+
+def _log_classification(evaluation: InputRef, predictor: str, roc: Any) -> None:
+    from vesselseg.storage import ObjectStore
+
+    store = ObjectStore()
+    prefix = store.key_of(evaluation.uri)
+    curves = json.loads(store.get_bytes(prefix + "curves.json"))[predictor]["roc"]
+    # The first point's threshold (256/255) stands for "nothing positive"; KFP wants thresholds in [0, 1].
+    roc.log_roc_curve(curves["fpr"], curves["tpr"], [min(t, 1.0) for t in curves["thresholds"]])
+    aggregate = json.loads(store.get_bytes(prefix + "aggregate.json"))["aggregates"][predictor]["selected"]["micro"]
+    roc.log_confusion_matrix(
+        ["background", "vessel"],
+        [[aggregate["tn"], aggregate["fp"]], [aggregate["fn"], aggregate["tp"]]],
+    )
+    roc.metadata["predictor"] = predictor

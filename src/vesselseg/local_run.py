@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vesselseg.config import ConfigError, parse_override
+from vesselseg.evaluation.evaluate import EvaluationSummary
+from vesselseg.evaluation.table import format_table
 from vesselseg.storage import server
 from vesselseg.storage.settings import work_dir
 
@@ -78,17 +80,22 @@ def run_local(pipeline_file: Path, overrides: list[str], out_dir: Path, cache: b
     started = time.perf_counter()
     task = pipeline(**params)
     elapsed = time.perf_counter() - started
-    outputs = {name: _describe(value) for name, value in (task.outputs or {}).items()}
     run_dir = out_dir.resolve() / "latest"
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"parameters": params, "outputs": outputs, "wall_s": round(elapsed, 1), "pipeline_root": str(pipeline_root)}
+    summary = EvaluationSummary.model_validate_json(Path(task.output.path).read_text())
+    (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
+    record = {
+        "parameters": params,
+        "summary_artifact": task.output.path,
+        "wall_s": round(elapsed, 1),
+        "pipeline_root": str(pipeline_root),
+        "object_store": store.endpoint,
+    }
     (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))
-    print(f"pipeline finished in {elapsed:.1f}s; KFP outputs under {pipeline_root}")
-    print(f"object store: {store.endpoint} (bucket {store.bucket}); run record: {run_dir / 'run.json'}")
+    print()
+    print(format_table(summary))
+    print()
+    print(f"pipeline finished in {elapsed:.1f}s; KFP task outputs under {pipeline_root}")
+    print(f"artifacts in the object store at {store.endpoint} (see each manifest.json)")
+    print(f"summary: {run_dir / 'summary.json'}")
     return record
-
-
-def _describe(value: Any) -> Any:
-    if hasattr(value, "path"):
-        return {"path": value.path, "metadata": getattr(value, "metadata", {})}
-    return value

@@ -11,6 +11,8 @@ from types import ModuleType
 
 STAGES: dict[str, str] = {
     "data-prep": "vesselseg.stages.data_prep",
+    "baseline": "vesselseg.stages.baseline",
+    "evaluate": "vesselseg.stages.evaluate",
 }
 
 

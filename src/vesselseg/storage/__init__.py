@@ -1,6 +1,6 @@
 """Object storage: settings, the S3 client wrapper, artifacts with manifests, the embedded server."""
 
-from vesselseg.storage.artifact import InputRef, Manifest, fetch_dir, publish_dir, read_manifest
+from vesselseg.storage.artifact import InputRef, Manifest, fetch_dir, publish_dir, read_manifest, resolve
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
 from vesselseg.storage.settings import StoreSettings
 
@@ -13,5 +13,6 @@ __all__ = [
     "fetch_dir",
     "publish_dir",
     "read_manifest",
+    "resolve",
     "sha256_file",
 ]

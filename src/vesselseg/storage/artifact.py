@@ -139,10 +139,9 @@ def publish_dir(
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
 
 
-def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
-    """The manifest of a published artifact; refuses a prefix without one, or one that changed since `ref`."""
-    uri = ref.uri if isinstance(ref, InputRef) else ref
-    key = store.key_of(uri.rstrip("/") + "/" + MANIFEST)
+def _manifest_blob(store: ObjectStore, ref: InputRef | str) -> tuple[str, bytes]:
+    uri = (ref.uri if isinstance(ref, InputRef) else ref).rstrip("/") + "/"
+    key = store.key_of(uri + MANIFEST)
     if not store.exists(key):
         raise StorageError(
             f"{uri} is not a published artifact: it has no {MANIFEST} (never published, or its upload "
@@ -151,7 +150,18 @@ def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
     blob = store.get_bytes(key)
     if isinstance(ref, InputRef) and hashlib.sha256(blob).hexdigest() != ref.manifest_sha256:
         raise StorageError(f"{uri}: manifest changed since it was referenced (sha256 differs); re-run the producer")
-    return Manifest.model_validate_json(blob)
+    return uri, blob
+
+
+def resolve(store: ObjectStore, ref: InputRef | str) -> InputRef:
+    """Pin a reference: a bare URI becomes an InputRef carrying its manifest's current sha256."""
+    uri, blob = _manifest_blob(store, ref)
+    return InputRef(uri=uri, manifest_sha256=hashlib.sha256(blob).hexdigest())
+
+
+def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
+    """The manifest of a published artifact; refuses a prefix without one, or one that changed since `ref`."""
+    return Manifest.model_validate_json(_manifest_blob(store, ref)[1])
 
 
 def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None) -> Manifest:

@@ -1,0 +1,37 @@
+# vesselseg: `make demo` runs the whole pipeline locally; `make test` runs the test suite.
+# Both install what they need first (`make setup`, idempotent).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test compile store-up store-down clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/vesselseg run-local
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+compile: setup
+	$(BIN)/vesselseg compile --out build/pipeline.yaml
+
+store-up: setup
+	$(BIN)/vesselseg store up
+
+store-down: setup
+	$(BIN)/vesselseg store down
+
+clean:
+	-$(BIN)/vesselseg store down
+	rm -rf build runs .work

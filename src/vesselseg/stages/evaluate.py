@@ -1,0 +1,57 @@
+"""evaluate: score prediction sets on the test split beside trivial baselines, with honesty checks."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vesselseg.evaluation import EvaluateConfig, EvaluationSummary, evaluate
+from vesselseg.stages.inputs import fetch_dataset, fetch_predictions
+from vesselseg.stages.scratch import scratch_dir
+from vesselseg.storage import InputRef, ObjectStore, publish_dir, resolve
+from vesselseg.storage.artifact import content_key
+
+NAME = "evaluate"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: InputRef | str
+    predictions: list[InputRef | str] = Field(min_length=1)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    prefix: str = "vesselseg/evaluations"
+
+
+class Result(BaseModel):
+    evaluation: InputRef
+    summary: EvaluationSummary
+
+
+def run(config: Config, store: ObjectStore | None = None) -> Result:
+    store = store or ObjectStore()
+    started = time.perf_counter()
+    dataset_ref = resolve(store, config.dataset)
+    prediction_refs = [resolve(store, p) for p in config.predictions]
+    splits = sorted({config.evaluate.split, config.evaluate.threshold_split})
+    with scratch_dir(NAME) as scratch:
+        dataset = fetch_dataset(store, dataset_ref, scratch / "dataset", splits, splits)
+        sets = [fetch_predictions(store, ref, scratch / f"predictions{i}") for i, ref in enumerate(prediction_refs)]
+        fetched = time.perf_counter()
+        summary = evaluate(dataset, sets, config.evaluate, scratch / "out")
+        scored = time.perf_counter()
+        inputs = {"dataset": dataset_ref, **{f"predictions:{s.info.name}": r for s, r in zip(sets, prediction_refs)}}
+        key = content_key(config.evaluate.model_dump(mode="json"), sorted(r.manifest_sha256 for r in inputs.values()))
+        ref, _ = publish_dir(
+            store,
+            scratch / "out",
+            f"{config.prefix.strip('/')}/{key}",
+            kind="evaluation",
+            stage=NAME,
+            config=config.model_dump(mode="json"),
+            inputs=inputs,
+            timings_s={"fetch": fetched - started, "score": scored - fetched, "publish": time.perf_counter() - scored},
+            summary={"metrics": summary.metrics, "thresholds": {k: v.model_dump() for k, v in summary.thresholds.items()}},
+        )
+    return Result(evaluation=ref, summary=summary)

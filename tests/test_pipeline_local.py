@@ -1,0 +1,35 @@
+"""The real pipeline through kfp.local against the real object store, twice: the second run hits the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from vesselseg.local_run import run_local
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_local_pipeline_runs_and_reuses_its_cache(
+    store_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("VESSELSEG_HOME", str(tmp_path / "home"))
+    overrides = [
+        "seed=3",
+        "data_prep_overrides.data.synthetic.count=8",
+        "data_prep_overrides.data.synthetic.size=128",
+        "evaluate_overrides.evaluate.n_boot=200",
+    ]
+    first = run_local(ROOT / "pipeline.py", overrides, tmp_path / "runs")
+    summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
+    assert set(summary["metrics"]) >= {"frangi", "all_background", "all_foreground"}
+    assert summary["metrics"]["frangi"]["dice"] > summary["metrics"]["all_background"]["dice"]
+    with caplog.at_level(logging.INFO):
+        second = run_local(ROOT / "pipeline.py", overrides, tmp_path / "runs")
+    hits = [r for r in caplog.records if "cache hit" in r.getMessage()]
+    assert len(hits) == 3, [r.getMessage() for r in caplog.records][-20:]
+    assert second["wall_s"] < first["wall_s"]

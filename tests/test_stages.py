@@ -1,0 +1,113 @@
+"""The stages end to end against the real object store: data-prep → baseline → evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vesselseg.errors import DataError, HonestyError
+from vesselseg.stages import baseline, data_prep, evaluate
+from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest
+
+SMALL = {"synthetic": {"count": 10, "size": 128, "seed": 5}, "split": {"seed": 5}}
+
+
+@pytest.fixture(scope="module")
+def published(store_settings) -> tuple[data_prep.Result, baseline.Result]:
+    store = ObjectStore(store_settings)
+    prep = data_prep.run(data_prep.Config.model_validate({"data": SMALL, "prefix": "tests/stages/datasets"}), store)
+    frangi = baseline.run(baseline.Config(dataset=prep.dataset, prefix="tests/stages/predictions"), store)
+    return prep, frangi
+
+
+def test_data_prep_publishes_a_verified_dataset(published, store: ObjectStore, tmp_path: Path) -> None:
+    prep, _ = published
+    manifest = read_manifest(store, prep.dataset)
+    assert manifest.kind == "dataset" and manifest.stage == "data-prep"
+    paths = {f.path for f in manifest.files}
+    assert {"index.parquet", "stats.json", "fingerprint.json", "annotations/test.json"} <= paths
+    assert sum(p.startswith("images/") for p in paths) == 10
+    assert prep.dataset.uri.endswith(prep.summary.fingerprint[:16] + "/")
+    fetch_dir(store, prep.dataset, tmp_path)
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["fingerprint"] == prep.summary.fingerprint
+
+
+def test_baseline_never_reads_test_truth(published, store: ObjectStore) -> None:
+    prep, frangi = published
+    manifest = read_manifest(store, frangi.predictions)
+    assert manifest.inputs["dataset"] == prep.dataset
+    read = manifest.summary["read_files"]
+    assert any(p.startswith("masks/") for p in read), "the validation masks choose the threshold"
+    test_ids = {json.loads(json.dumps(a))["image"].split("/")[-1].removesuffix(".png") for a in _annotations(store, prep, "test")}
+    assert test_ids and not any(p == f"masks/{i}.png" for i in test_ids for p in read)
+    assert 0 < frangi.info.threshold < 1
+
+
+def _annotations(store: ObjectStore, prep: data_prep.Result, split: str) -> list[dict]:
+    return json.loads(store.get_bytes(store.key_of(prep.dataset.uri) + f"annotations/{split}.json"))
+
+
+def test_evaluate_scores_frangi_above_all_background(published, store: ObjectStore) -> None:
+    prep, frangi = published
+    result = evaluate.run(
+        evaluate.Config(dataset=prep.dataset, predictions=[frangi.predictions], prefix="tests/stages/evaluations"), store
+    )
+    metrics = result.summary.metrics
+    assert set(metrics) == {"frangi", "all_background", "all_foreground"}
+    assert metrics["frangi"]["dice"] > metrics["all_background"]["dice"] + 0.2
+    assert metrics["all_background"]["accuracy"] == pytest.approx(1 - result.summary.vessel_fraction, abs=0.05)
+    assert all(check.passed for check in result.summary.honesty)
+    manifest = read_manifest(store, result.evaluation)
+    assert set(manifest.inputs) == {"dataset", "predictions:frangi"}
+
+
+def _forged_predictions(store: ObjectStore, prep: data_prep.Result, tmp_path: Path, read_files: list[str], name: str) -> InputRef:
+    """A prediction set that copies the ground truth: what the replaced project effectively scored."""
+    from vesselseg.data import PreparedDataset
+    from vesselseg.predictions import PredictionWriter, PredictorInfo
+    from vesselseg.storage import publish_dir
+
+    fetch_dir(store, prep.dataset, tmp_path / "ds")
+    dataset = PreparedDataset(tmp_path / "ds")
+    writer = PredictionWriter(tmp_path / name)
+    for split in ("val", "test"):
+        for sample_id in dataset.ids(split):
+            writer.add(sample_id, split, np.where(dataset.mask(sample_id), 255, 0).astype(np.uint8), 0.5)
+    writer.close(PredictorInfo(name=name, threshold=0.5, threshold_source="forged", calibrated=True, read_files=read_files))
+    ref, _ = publish_dir(store, tmp_path / name, f"tests/stages/forged/{name}", kind="predictions", stage="test", config={})
+    return ref
+
+
+def test_evaluate_refuses_ground_truth_as_prediction(published, store: ObjectStore, tmp_path: Path) -> None:
+    prep, _ = published
+    forged = _forged_predictions(store, prep, tmp_path, ["images/x.png"], "copycat")
+    with pytest.raises(HonestyError, match="prediction_identical_to_truth"):
+        evaluate.run(evaluate.Config(dataset=prep.dataset, predictions=[forged], prefix="tests/stages/evaluations"), store)
+    allowed = evaluate.run(
+        evaluate.Config(
+            dataset=prep.dataset,
+            predictions=[forged],
+            evaluate={"allow_identical_to_truth": True},
+            prefix="tests/stages/evaluations",
+        ),
+        store,
+    )
+    assert allowed.summary.metrics["copycat"]["dice"] == pytest.approx(1.0)
+    assert any(c.name == "prediction_identical_to_truth" and not c.passed and c.allowed for c in allowed.summary.honesty)
+
+
+def test_data_prep_bad_source_publishes_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "masks").mkdir()
+    before = store.list("tests/stages/bad/")
+    with pytest.raises(DataError, match="a"):
+        data_prep.run(
+            data_prep.Config.model_validate({"data": {"source": str(tmp_path), "layout": "generic"}, "prefix": "tests/stages/bad"}),
+            store,
+        )
+    assert store.list("tests/stages/bad/") == before
