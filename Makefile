@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test compile store-up store-down clean
+.PHONY: setup system-deps demo test compile store-up store-down clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(BIN)/vesselseg run-local
 
-test: setup
-	$(BIN)/python -m pytest -q
+# Headless Chromium renders the HTML report in a test; Debian's package, installed when we are root.
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: install Debian's chromium package for the report screenshot test"; exit 1; fi; }
+
+test: setup system-deps
+	VESSELSEG_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q
 
 compile: setup
 	$(BIN)/vesselseg compile --out build/pipeline.yaml

@@ -1,15 +1,23 @@
 """The vesselseg pipeline: wiring only. Stages live in `components/`, logic in `src/vesselseg`."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 
 from components.baseline import baseline
 from components.data_prep import data_prep
 from components.evaluate import evaluate
+from components.visualize import visualize
+
+
+class Outputs(NamedTuple):
+    summary: dsl.Artifact
+    html: dsl.HTML
 
 
 @dsl.pipeline(
     name="vesselseg",
-    description="Prepare vessel data, score a Frangi baseline honestly, report.",
+    description="Prepare vessel data, score a Frangi baseline honestly, draw the report.",
 )
 def vesselseg_pipeline(
     dataset_source: str = "synthetic",
@@ -17,12 +25,18 @@ def vesselseg_pipeline(
     data_prep_overrides: dict = {},
     baseline_overrides: dict = {},
     evaluate_overrides: dict = {},
-) -> dsl.Artifact:
+    visualize_overrides: dict = {},
+) -> Outputs:
     prep = data_prep(source=dataset_source, seed=seed, overrides=data_prep_overrides).set_display_name("data-prep")
-    frangi = baseline(dataset=prep.outputs["dataset"], overrides=baseline_overrides).set_display_name("baseline")
+    dataset = prep.outputs["dataset"]
+    frangi = baseline(dataset=dataset, overrides=baseline_overrides).set_display_name("baseline")
     scored = evaluate(
-        dataset=prep.outputs["dataset"],
-        baseline_predictions=frangi.outputs["predictions"],
-        overrides=evaluate_overrides,
+        dataset=dataset, baseline_predictions=frangi.outputs["predictions"], overrides=evaluate_overrides
     ).set_display_name("evaluate")
-    return scored.outputs["summary"]
+    drawn = visualize(
+        dataset=dataset,
+        baseline_predictions=frangi.outputs["predictions"],
+        evaluation=scored.outputs["evaluation"],
+        overrides=visualize_overrides,
+    ).set_display_name("visualize")
+    return Outputs(summary=scored.outputs["summary"], html=drawn.outputs["html"])

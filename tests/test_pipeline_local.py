@@ -28,8 +28,10 @@ def test_local_pipeline_runs_and_reuses_its_cache(
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
     assert set(summary["metrics"]) >= {"frangi", "all_background", "all_foreground"}
     assert summary["metrics"]["frangi"]["dice"] > summary["metrics"]["all_background"]["dice"]
+    report = (tmp_path / "runs" / "latest" / "report.html").read_text()
+    assert report.lower().startswith("<!doctype html>") and "frangi" in report
     with caplog.at_level(logging.INFO):
         second = run_local(ROOT / "pipeline.py", overrides, tmp_path / "runs")
     hits = [r for r in caplog.records if "cache hit" in r.getMessage()]
-    assert len(hits) == 3, [r.getMessage() for r in caplog.records][-20:]
+    assert len(hits) == 4, [r.getMessage() for r in caplog.records][-20:]
     assert second["wall_s"] < first["wall_s"]

@@ -121,3 +121,35 @@ def _log_classification(evaluation: InputRef, predictor: str, roc: Any) -> None:
         [[aggregate["tn"], aggregate["fp"]], [aggregate["fn"], aggregate["tp"]]],
     )
     roc.metadata["predictor"] = predictor
+
+
+def run_visualize(
+    dataset: KfpArtifact,
+    predictions: list[KfpArtifact],
+    evaluation: KfpArtifact,
+    overrides: dict[str, Any],
+    report: KfpArtifact,
+    html: KfpArtifact,
+    markdown: KfpArtifact,
+) -> None:
+    """Draw the report; KFP's UI shows `html` and `markdown` inline, `report` points at the whole folder."""
+    from vesselseg.stages import visualize
+    from vesselseg.storage import ObjectStore
+
+    _logging()
+    config = visualize.Config.model_validate(
+        deep_merge(
+            {
+                "dataset": read_ref(dataset).model_dump(),
+                "predictions": [read_ref(p).model_dump() for p in predictions],
+                "evaluation": read_ref(evaluation).model_dump(),
+            },
+            overrides,
+        )
+    )
+    result = visualize.run(config)
+    write_ref(report, result.report)
+    store = ObjectStore()
+    for artifact, key in ((html, result.html_key), (markdown, result.markdown_key)):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact.path).write_bytes(store.get_bytes(key))

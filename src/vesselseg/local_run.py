@@ -6,9 +6,11 @@ store, with KFP's local cache on so that an unchanged stage is skipped on a re-r
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,19 @@ def compile_pipeline(pipeline_file: Path, out: Path) -> Path:
     return out
 
 
+def source_fingerprint(pipeline_file: Path) -> str:
+    """A hash of the library, the components and the pipeline file: what a local task's output depends on."""
+    import vesselseg
+
+    roots = [Path(vesselseg.__file__).parent, pipeline_file.resolve().parent / "components"]
+    files = sorted(p for root in roots for p in root.rglob("*.py")) + [pipeline_file.resolve()]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _parameters(pipeline: Any, overrides: list[str]) -> dict[str, Any]:
     known = set(pipeline.component_spec.inputs or {})
     params: dict[str, Any] = {}
@@ -76,17 +91,21 @@ def run_local(pipeline_file: Path, overrides: list[str], out_dir: Path, cache: b
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         enable_caching=cache,
+        # On a cluster the image digest in the cache key changes with the code; locally the source does.
+        cache_root=str(pipeline_root / ".kfp_cache" / source_fingerprint(pipeline_file)),
     )
     started = time.perf_counter()
     task = pipeline(**params)
     elapsed = time.perf_counter() - started
     run_dir = out_dir.resolve() / "latest"
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = EvaluationSummary.model_validate_json(Path(task.output.path).read_text())
+    summary = EvaluationSummary.model_validate_json(Path(task.outputs["summary"].path).read_text())
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
+    report = run_dir / "report.html"
+    shutil.copyfile(task.outputs["html"].path, report)
     record = {
         "parameters": params,
-        "summary_artifact": task.output.path,
+        "summary_artifact": task.outputs["summary"].path,
         "wall_s": round(elapsed, 1),
         "pipeline_root": str(pipeline_root),
         "object_store": store.endpoint,
@@ -98,4 +117,5 @@ def run_local(pipeline_file: Path, overrides: list[str], out_dir: Path, cache: b
     print(f"pipeline finished in {elapsed:.1f}s; KFP task outputs under {pipeline_root}")
     print(f"artifacts in the object store at {store.endpoint} (see each manifest.json)")
     print(f"summary: {run_dir / 'summary.json'}")
+    print(f"report: {report}")
     return record

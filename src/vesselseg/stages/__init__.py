@@ -13,6 +13,7 @@ STAGES: dict[str, str] = {
     "data-prep": "vesselseg.stages.data_prep",
     "baseline": "vesselseg.stages.baseline",
     "evaluate": "vesselseg.stages.evaluate",
+    "visualize": "vesselseg.stages.visualize",
 }
 
 

@@ -1,0 +1,42 @@
+"""Frangi vesselness on the green channel, as an 8-bit probability-like map.
+
+Vesselness is a ranking score, not a calibrated probability: each image's response is scaled by a
+high percentile inside its FOV so that one threshold (chosen on validation images) transfers across
+images of different contrast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+from skimage.filters import frangi
+
+
+class FrangiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sigmas: list[float] = Field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0], description="scales in px")
+    beta: float = 0.5
+    gamma: float | None = None
+    scale_percentile: float = Field(99.0, gt=50, le=100, description="in-FOV response mapped to 1.0")
+    fov_erosion_px: int = Field(3, ge=0, description="drop the FOV rim, whose edge looks like a vessel")
+
+
+def frangi_probability(image: np.ndarray, fov: np.ndarray, config: FrangiConfig | None = None) -> np.ndarray:
+    """uint8 (H, W) vesselness in 0..255 for an RGB uint8 image; zero outside the (eroded) FOV."""
+    config = config or FrangiConfig()
+    green = image[..., 1].astype(np.float64) / 255.0
+    inside = fov.astype(bool)
+    if config.fov_erosion_px:
+        inside = ndimage.binary_erosion(inside, iterations=config.fov_erosion_px)
+    if not inside.any():
+        return np.zeros(fov.shape, np.uint8)
+    # Fill outside the FOV with the inside median so the black border creates no ridge response.
+    filled = np.where(inside, green, np.median(green[inside]))
+    response = frangi(filled, sigmas=config.sigmas, beta=config.beta, gamma=config.gamma, black_ridges=True)
+    response[~inside] = 0.0
+    scale = np.percentile(response[inside], config.scale_percentile)
+    if scale <= 0:
+        return np.zeros(fov.shape, np.uint8)
+    return np.clip(np.rint(response / scale * 255.0), 0, 255).astype(np.uint8)

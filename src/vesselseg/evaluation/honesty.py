@@ -1,0 +1,141 @@
+"""Checks that stop the evaluation from printing a number that does not measure the predictor.
+
+Each check returns a `HonestyCheck`; a failed check fails the stage unless its `allow_*` switch is
+set, and is reported either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from vesselseg.data import PreparedDataset
+from vesselseg.metrics import level
+from vesselseg.predictions import PredictionSet
+
+
+class HonestyCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    predictor: str | None = None
+    passed: bool
+    allowed: bool = False
+    detail: str
+
+    @property
+    def blocking(self) -> bool:
+        return not self.passed and not self.allowed
+
+
+def identical_to_truth(dataset: PreparedDataset, preds: PredictionSet, ids: list[str]) -> HonestyCheck:
+    """Any prediction whose binary mask at 0.5 equals the ground truth bit for bit, over the whole image."""
+    cut = level(0.5)
+    identical = [
+        sample_id
+        for sample_id in ids
+        if sample_id in preds.table.index
+        and preds.prob(sample_id).shape == dataset.mask(sample_id).shape
+        and np.array_equal(preds.prob(sample_id) >= cut, dataset.mask(sample_id))
+    ]
+    return HonestyCheck(
+        name="prediction_identical_to_truth",
+        predictor=preds.info.name,
+        passed=not identical,
+        detail=(
+            f"{len(identical)} of {len(ids)} predictions equal their ground truth exactly: {identical[:5]}"
+            if identical
+            else f"none of {len(ids)} predictions equals its ground truth"
+        ),
+    )
+
+
+def truth_in_provenance(dataset: PreparedDataset, preds: PredictionSet, split: str) -> HonestyCheck:
+    """The predictor's record of files it read must not include ground truth of the evaluated split."""
+    truth_files = set()
+    for column in ("mask", "mask_2nd"):
+        if column in dataset.index:
+            rows = dataset.index[dataset.index["split"] == split][column]
+            truth_files.update(str(path) for path in rows.dropna())
+    read = set(preds.info.read_files)
+    leaked = sorted(read & truth_files)
+    if not read:
+        return HonestyCheck(
+            name="truth_in_provenance",
+            predictor=preds.info.name,
+            passed=False,
+            detail="the prediction set records no input files, so its provenance cannot be checked",
+        )
+    return HonestyCheck(
+        name="truth_in_provenance",
+        predictor=preds.info.name,
+        passed=not leaked,
+        detail=(
+            f"the predictor read {len(leaked)} {split}-split ground-truth files: {leaked[:5]}"
+            if leaked
+            else f"{len(read)} files read, none of them {split}-split ground truth"
+        ),
+    )
+
+
+def train_test_overlap(dataset: PreparedDataset, split: str) -> HonestyCheck:
+    """Evaluated images whose pixel content also appears in the training split."""
+    index = dataset.index
+    train = index[index["split"] == "train"]
+    evaluated = index[index["split"] == split]
+    shared = sorted(set(evaluated["image_sha256"]) & set(train["image_sha256"]))
+    names = sorted(evaluated[evaluated["image_sha256"].isin(shared)]["sample_id"])
+    return HonestyCheck(
+        name="train_test_overlap",
+        passed=not shared,
+        detail=(
+            f"{len(names)} {split} images also appear in the training split: {names[:5]}"
+            if shared
+            else f"no {split} image content appears in the training split"
+        ),
+    )
+
+
+def coverage(dataset: PreparedDataset, preds: PredictionSet, ids: list[str]) -> tuple[HonestyCheck, HonestyCheck]:
+    """Every evaluated image has a prediction, and each prediction has the image's native size."""
+    missing = [i for i in ids if i not in preds.table.index]
+    wrong = []
+    for sample_id in ids:
+        if sample_id in missing:
+            continue
+        got = (int(preds.table.at[sample_id, "height"]), int(preds.table.at[sample_id, "width"]))
+        want = dataset.mask(sample_id).shape
+        if got != want:
+            wrong.append(f"{sample_id}: {got[0]}x{got[1]} vs truth {want[0]}x{want[1]}")
+    return (
+        HonestyCheck(
+            name="missing_predictions",
+            predictor=preds.info.name,
+            passed=not missing,
+            detail=f"{len(missing)} images without prediction: {missing[:5]}" if missing else "every image predicted",
+        ),
+        HonestyCheck(
+            name="size_mismatch",
+            predictor=preds.info.name,
+            passed=not wrong,
+            detail=(
+                f"{len(wrong)} predictions are not at native size (never resized here): {wrong[:3]}"
+                if wrong
+                else "every prediction at native size"
+            ),
+        ),
+    )
+
+
+def threshold_on_scored_split(threshold_split: str, split: str) -> HonestyCheck:
+    """Choosing the decision threshold on the images being scored reports an optimistic number."""
+    same = threshold_split == split
+    return HonestyCheck(
+        name="threshold_on_scored_split",
+        passed=not same,
+        detail=(
+            f"the threshold is chosen on {split!r}, the split being scored"
+            if same
+            else f"threshold chosen on {threshold_split!r}, scores on {split!r}"
+        ),
+    )

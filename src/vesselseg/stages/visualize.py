@@ -1,0 +1,90 @@
+"""visualize: the HTML report, Markdown summary, panels and plots of one evaluated run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vesselseg.report import ReportConfig, build_report
+from vesselseg.stages.inputs import fetch_dataset, fetch_predictions
+from vesselseg.stages.scratch import scratch_dir
+from vesselseg.storage import InputRef, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
+from vesselseg.storage.artifact import content_key
+
+NAME = "visualize"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: InputRef | str
+    predictions: list[InputRef | str] = Field(min_length=1)
+    evaluation: InputRef | str
+    training: InputRef | str | None = Field(None, description="a fine-tuning artifact whose train_log.jsonl is drawn")
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    prefix: str = "vesselseg/reports"
+
+
+class Result(BaseModel):
+    report: InputRef
+    html_key: str
+    markdown_key: str
+
+
+def _provenance(store: ObjectStore, refs: dict[str, InputRef]) -> dict[str, Any]:
+    """Every input's URI, manifest hash, producing stage, code version and config: the report's footnotes."""
+    entries = {}
+    for name, ref in refs.items():
+        manifest = read_manifest(store, ref)
+        entries[name] = {
+            "uri": ref.uri,
+            "manifest_sha256": ref.manifest_sha256,
+            "stage": manifest.stage,
+            "code_version": manifest.code_version,
+            "created_at": manifest.created_at,
+            "config": manifest.config,
+        }
+    return entries
+
+
+def run(config: Config, store: ObjectStore | None = None) -> Result:
+    store = store or ObjectStore()
+    started = time.perf_counter()
+    refs = {"dataset": resolve(store, config.dataset), "evaluation": resolve(store, config.evaluation)}
+    prediction_refs = [resolve(store, p) for p in config.predictions]
+    refs.update({f"predictions[{i}]": r for i, r in enumerate(prediction_refs)})
+    if config.training is not None:
+        refs["training"] = resolve(store, config.training)
+    evaluation = read_manifest(store, refs["evaluation"])
+    split = evaluation.config.get("evaluate", {}).get("split", "test")
+    with scratch_dir(NAME) as scratch:
+        dataset = fetch_dataset(store, refs["dataset"], scratch / "dataset", [split], [split])
+        sets = [fetch_predictions(store, r, scratch / f"predictions{i}") for i, r in enumerate(prediction_refs)]
+        fetch_dir(store, refs["evaluation"], scratch / "evaluation")
+        train_log: Path | None = None
+        if "training" in refs:
+            fetch_dir(store, refs["training"], scratch / "training", only=["train_log.jsonl"])
+            train_log = scratch / "training" / "train_log.jsonl"
+        provenance = {"dataset_fingerprint": dataset.fingerprint, "artifacts": _provenance(store, refs)}
+        fetched = time.perf_counter()
+        result = build_report(
+            dataset, sets, scratch / "evaluation", scratch / "out", provenance=provenance, train_log=train_log, config=config.report
+        )
+        drawn = time.perf_counter()
+        key = content_key(config.report.model_dump(mode="json"), sorted(r.manifest_sha256 for r in refs.values()))
+        prefix = f"{config.prefix.strip('/')}/{key}"
+        ref, _ = publish_dir(
+            store,
+            scratch / "out",
+            prefix,
+            kind="report",
+            stage=NAME,
+            config=config.model_dump(mode="json"),
+            inputs=refs,
+            timings_s={"fetch": fetched - started, "draw": drawn - fetched, "publish": time.perf_counter() - drawn},
+            summary={"featured": result.featured, "n_images": result.n_images},
+        )
+    return Result(report=ref, html_key=f"{prefix}/report.html", markdown_key=f"{prefix}/summary.md")
