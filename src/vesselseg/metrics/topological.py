@@ -7,6 +7,7 @@ one-pixel background frame: the same result as on the full image, for less work.
 """
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# CPUs this process may run on (a container's CPU set, not the host's count where Linux tells it).
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -167,15 +170,15 @@ def _skeleton_and_betti(framed: np.ndarray) -> tuple[np.ndarray, Betti]:
 def topology(pred: np.ndarray, truth: np.ndarray, *, parallel: bool = True) -> Topology:
     """clDice counts and Betti numbers of both masks, cropping once and skeletonizing each mask once.
 
-    With ``parallel`` the truth's skeleton and labels are computed in a second thread while this one
-    handles the prediction's (skeletonize and labelling release the GIL); turn it off when images are
-    already spread over processes.
+    With ``parallel`` (and more than one CPU) the truth's skeleton and labels are computed in a second
+    thread while this one handles the prediction's, since skeletonize and labelling release the GIL;
+    turn it off when images are already spread over processes or the CPUs are busy otherwise.
     """
     crops = _framed_crops(pred, truth)
     if crops is None:
         return Topology(CenterlineCounts(0, 0, 0, 0), Betti(0, 0), Betti(0, 0))
     pred, truth = crops
-    if parallel:
+    if parallel and _CPUS > 1:
         # A pool per call rather than a module-level one: a forked worker process would inherit a
         # module-level pool whose thread does not exist in the child and hang on it.
         with ThreadPoolExecutor(max_workers=1) as pool:
