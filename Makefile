@@ -39,6 +39,28 @@ store-up: setup
 store-down: setup
 	$(BIN)/vesselseg store down
 
+# --- cluster (see README "Run on Kubeflow"; needs Docker / a KFP host) ---
+CLUSTER_CONFIG ?= manifests/cluster-config.yaml
+RUN_ARGS ?=
+CRON ?= 0 0 3 * * 1
+.PHONY: images compile-cluster pipeline-upload run schedule
+
+images:
+	docker/build-images.sh
+
+compile-cluster: setup
+	set -a; [ ! -f build/images.env ] || . build/images.env; set +a; \
+	$(BIN)/vesselseg compile-cluster --cluster $(CLUSTER_CONFIG) --out build/pipeline-cluster.yaml
+
+pipeline-upload: compile-cluster
+	$(BIN)/vesselseg upload --package build/pipeline-cluster.yaml
+
+run: setup
+	$(BIN)/vesselseg submit $(RUN_ARGS)
+
+schedule: setup
+	$(BIN)/vesselseg schedule --cron "$(CRON)"
+
 clean:
 	-$(BIN)/vesselseg store down
 	rm -rf build runs .work

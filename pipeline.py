@@ -7,7 +7,9 @@ from kfp import dsl
 from components.baseline import baseline
 from components.data_prep import data_prep
 from components.evaluate import evaluate
+from components.promote import promote
 from components.visualize import visualize
+from vesselseg.cluster.platform import apply_platform
 
 
 class Outputs(NamedTuple):
@@ -17,7 +19,7 @@ class Outputs(NamedTuple):
 
 @dsl.pipeline(
     name="vesselseg",
-    description="Prepare vessel data, score a Frangi baseline honestly, draw the report.",
+    description="Prepare vessel data, score a Frangi baseline honestly, gate the champion, draw the report.",
 )
 def vesselseg_pipeline(
     dataset_source: str = "synthetic",
@@ -26,17 +28,30 @@ def vesselseg_pipeline(
     baseline_overrides: dict = {},
     evaluate_overrides: dict = {},
     visualize_overrides: dict = {},
+    promote_overrides: dict = {},
 ) -> Outputs:
     prep = data_prep(source=dataset_source, seed=seed, overrides=data_prep_overrides).set_display_name("data-prep")
+    apply_platform(prep, "data-prep")
     dataset = prep.outputs["dataset"]
     frangi = baseline(dataset=dataset, overrides=baseline_overrides).set_display_name("baseline")
+    apply_platform(frangi, "baseline")
     scored = evaluate(
         dataset=dataset, baseline_predictions=frangi.outputs["predictions"], overrides=evaluate_overrides
     ).set_display_name("evaluate")
+    apply_platform(scored, "evaluate")
     drawn = visualize(
         dataset=dataset,
         baseline_predictions=frangi.outputs["predictions"],
         evaluation=scored.outputs["evaluation"],
         overrides=visualize_overrides,
     ).set_display_name("visualize")
+    apply_platform(drawn, "visualize")
+    gate = promote(
+        summary=scored.outputs["summary"],
+        dataset=dataset,
+        model=frangi.outputs["predictions"],
+        predictor="frangi",
+        overrides=promote_overrides,
+    ).set_display_name("promote")
+    apply_platform(gate, "promote")
     return Outputs(summary=scored.outputs["summary"], html=drawn.outputs["html"])

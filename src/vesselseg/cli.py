@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vesselseg.cluster.commands import add_cluster_commands
 from vesselseg.config import load_config
 from vesselseg.errors import VesselsegError
 from vesselseg.stages import STAGES, stage_module
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline", type=Path, default=Path("pipeline.py"))
     comp.add_argument("--out", type=Path, default=Path("build/pipeline.yaml"))
     comp.set_defaults(func=_compile)
+
+    add_cluster_commands(sub)
     return parser
 
 

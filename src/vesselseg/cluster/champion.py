@@ -1,0 +1,198 @@
+"""The promote gate of scheduled retraining: a new model replaces the champion only if it is clearly better.
+
+Rule, exactly: the candidate is promoted iff its macro Dice on the test split is strictly greater than the
+upper bound of the champion's 95 % bootstrap CI of macro Dice, both computed by `vesselseg.evaluation` on
+the same test split of the same dataset (equal dataset fingerprints, which hash every sample's id, split
+and pixels; equal split names and image counts). Anything else is not compared: a different dataset or
+split is refused (unless `allow_new_dataset`, which then starts a new champion line), and so is a
+candidate whose evaluation waived an honesty check. With no champion yet, the candidate becomes the first.
+
+The champion record is `models/champion.json` in the object store; each promotion first archives the new
+record under `models/history/`, then replaces `champion.json`, so the history is never behind the champion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vesselseg.errors import VesselsegError
+from vesselseg.evaluation.evaluate import EvaluationSummary
+from vesselseg.storage import InputRef, ObjectStore, read_manifest
+from vesselseg.storage.artifact import code_version
+
+log = logging.getLogger(__name__)
+
+RULE = (
+    "promote iff candidate macro Dice > upper bound of the champion's 95% bootstrap CI of macro Dice, "
+    "same dataset fingerprint, split and image count"
+)
+
+
+class ChampionError(VesselsegError):
+    """The gate cannot decide: unreadable champion record or candidate without the numbers it needs."""
+
+
+class ChampionRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    model: InputRef = Field(description="the promoted model artifact")
+    predictor: str = Field(description="its name in the evaluation summary")
+    dataset_fingerprint: str
+    split: str
+    n_images: int
+    dice: float = Field(description="macro Dice on the split")
+    dice_ci: tuple[float, float] = Field(description="95% bootstrap CI of the macro Dice")
+    summary_sha256: str = Field(description="sha256 of the evaluation summary JSON the numbers come from")
+    promoted_at: str
+    code_version: str
+
+
+class PromoteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    predictor: str = Field(description="which predictor of the evaluation summary is the candidate")
+    key: str = "models/champion.json"
+    history_prefix: str = "models/history"
+    allow_new_dataset: bool = Field(False, description="a candidate on another dataset/split starts a new champion line")
+    dry_run: bool = Field(False, description="decide and report, write nothing")
+
+
+class Decision(BaseModel):
+    promoted: bool
+    reason: str
+    rule: str = RULE
+    candidate_dice: float
+    candidate_dice_ci: tuple[float, float]
+    champion_dice: float | None = None
+    champion_dice_ci_high: float | None = None
+    dataset_fingerprint: str
+    split: str
+    champion_uri: str
+    previous: ChampionRecord | None = None
+    record: ChampionRecord
+
+
+def candidate_record(
+    summary: EvaluationSummary, summary_sha256: str, predictor: str, fingerprint: str, model: InputRef
+) -> ChampionRecord:
+    if predictor not in summary.metrics:
+        raise ChampionError(f"evaluation summary has no predictor {predictor!r}; it has {', '.join(summary.metrics)}")
+    dice = summary.metrics[predictor].get("dice")
+    ci = summary.dice_ci.get(predictor) or []
+    if dice is None or len(ci) != 2 or None in ci:
+        raise ChampionError(f"evaluation summary lacks the macro Dice or its CI for {predictor!r}: dice={dice}, ci={ci}")
+    return ChampionRecord(
+        model=model, predictor=predictor, dataset_fingerprint=fingerprint, split=summary.split,
+        n_images=summary.n_images, dice=float(dice), dice_ci=(float(ci[0]), float(ci[1])),  # type: ignore[arg-type]
+        summary_sha256=summary_sha256, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        code_version=code_version(),
+    )
+
+
+def decide(
+    candidate: ChampionRecord, champion: ChampionRecord | None, summary: EvaluationSummary, allow_new_dataset: bool
+) -> tuple[bool, str]:
+    """(promote?, why). Pure: the same inputs always give the same decision."""
+    waived = [c for c in summary.honesty if not c.passed and (c.predictor in (None, candidate.predictor))]
+    if waived:
+        names = ", ".join(f"{c.name} ({c.detail})" for c in waived)
+        return False, f"refused: the evaluation waived honesty checks for {candidate.predictor!r}: {names}"
+    if champion is None:
+        return True, "no champion yet: the candidate becomes the first"
+    same = (
+        champion.dataset_fingerprint == candidate.dataset_fingerprint
+        and champion.split == candidate.split
+        and champion.n_images == candidate.n_images
+    )
+    if not same:
+        what = (
+            f"champion on dataset {champion.dataset_fingerprint[:16]} split {champion.split!r} ({champion.n_images} images), "
+            f"candidate on {candidate.dataset_fingerprint[:16]} split {candidate.split!r} ({candidate.n_images} images)"
+        )
+        if allow_new_dataset:
+            return True, f"new dataset, champion line restarted (allow_new_dataset): {what}"
+        return False, f"refused to compare: {what}; numbers on different test sets say nothing about each other"
+    bound = champion.dice_ci[1]
+    if candidate.dice > bound:
+        return True, f"candidate Dice {candidate.dice:.4f} > champion's CI upper bound {bound:.4f}"
+    return False, f"kept the champion: candidate Dice {candidate.dice:.4f} ≤ champion's CI upper bound {bound:.4f}"
+
+
+def read_champion(store: ObjectStore, key: str) -> ChampionRecord | None:
+    if not store.exists(key):
+        return None
+    raw = store.get_bytes(key)
+    try:
+        return ChampionRecord.model_validate_json(raw)
+    except ValueError as err:
+        raise ChampionError(f"champion record {store.uri(key)} is not a valid ChampionRecord: {err}") from err
+
+
+def promote(
+    store: ObjectStore,
+    summary_json: bytes,
+    fingerprint: str,
+    model: InputRef,
+    config: PromoteConfig,
+) -> Decision:
+    summary = EvaluationSummary.model_validate_json(summary_json)
+    candidate = candidate_record(summary, hashlib.sha256(summary_json).hexdigest(), config.predictor, fingerprint, model)
+    champion = read_champion(store, config.key)
+    promoted, reason = decide(candidate, champion, summary, config.allow_new_dataset)
+    if promoted and not config.dry_run:
+        # Re-read right before writing: a champion that changed since the decision means a concurrent run won.
+        if read_champion(store, config.key) != champion:
+            raise ChampionError(f"{store.uri(config.key)} changed while deciding; another run promoted concurrently")
+        body = candidate.model_dump_json(indent=2).encode()
+        # Microseconds keep the history listing in promotion order.
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        store.put_bytes(f"{config.history_prefix.strip('/')}/{stamp}-{candidate.summary_sha256[:12]}.json", body, "application/json")
+        store.put_bytes(config.key, body, "application/json")
+    log.info("promote: %s", reason)
+    return Decision(
+        promoted=promoted and not config.dry_run,
+        reason=reason + (" (dry run: nothing written)" if promoted and config.dry_run else ""),
+        candidate_dice=candidate.dice,
+        candidate_dice_ci=candidate.dice_ci,
+        champion_dice=champion.dice if champion else None,
+        champion_dice_ci_high=champion.dice_ci[1] if champion else None,
+        dataset_fingerprint=fingerprint,
+        split=summary.split,
+        champion_uri=store.uri(config.key),
+        previous=champion,
+        record=candidate,
+    )
+
+
+def run_promote(
+    summary: Any, dataset: Any, model: Any, predictor: str, overrides: dict[str, Any], decision: Any, metrics: Any
+) -> Decision:
+    """Body of the `promote` component: KFP artifacts in, decision JSON + KFP metrics out."""
+    from vesselseg.kfp_glue import deep_merge, read_ref
+
+    store = ObjectStore()
+    dataset_ref = read_ref(dataset)
+    fingerprint = read_manifest(store, dataset_ref).summary.get("fingerprint")
+    if not fingerprint:
+        raise ChampionError(f"dataset manifest at {dataset_ref.uri} records no fingerprint")
+    config = PromoteConfig.model_validate(deep_merge({"predictor": predictor}, overrides))
+    result = promote(store, Path(summary.path).read_bytes(), fingerprint, read_ref(model), config)
+    Path(decision.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(decision.path).write_text(result.model_dump_json(indent=2))
+    decision.metadata.update({"promoted": result.promoted, "reason": result.reason, "champion_uri": result.champion_uri})
+    metrics.log_metric("promote.promoted", int(result.promoted))
+    metrics.log_metric("promote.candidate_dice", round(result.candidate_dice, 6))
+    if result.champion_dice_ci_high is not None:
+        metrics.log_metric("promote.champion_dice", round(result.champion_dice or 0.0, 6))
+        metrics.log_metric("promote.champion_dice_ci_high", round(result.champion_dice_ci_high, 6))
+    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))
+    return result

@@ -1,0 +1,388 @@
+"""Per-stage cluster wiring, applied to KFP tasks from one `ClusterConfig` (YAML, per-stage table).
+
+`pipeline.py` calls `apply_platform(task, "<stage>")` on every task. Outside `cluster_target(config)`
+the call only sets the stage's caching option, so `kfp.local` runs are untouched by cluster settings
+(kfp.local has no Kubernetes to give secrets, GPUs or node selectors to). `compile_for_cluster` activates
+a config while `pipeline.py` is loaded (KFP builds the graph when the `@dsl.pipeline` decorator runs),
+compiles, and then checks the IR: every executor must carry the wiring and an image pinned by digest,
+because KFP's cache key includes the image string and a moving tag gives stale cache hits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vesselseg.config import ConfigError, load_config
+from vesselseg.errors import VesselsegError
+from vesselseg.storage.settings import ENV_PREFIX
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+# KFP's in-cluster object store since 2.15: the `seaweedfs` Service in `kubeflow`, S3 API on 8333
+# (manifests/kustomize/third-party/seaweedfs in kubeflow/pipelines; `minio-service:9000` is an alias).
+SEAWEEDFS_ENDPOINT = "seaweedfs.kubeflow.svc.cluster.local:8333"
+PART_OF = "vesselseg"
+
+
+class ClusterConfigError(VesselsegError, ValueError):
+    """The cluster config, or the pipeline compiled with it, would not run as asked; the message says where."""
+
+
+class UnpinnedImageError(ClusterConfigError):
+    """An image reference has no `@sha256:` digest while compiling for a cluster."""
+
+
+class Toleration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Retry(BaseModel):
+    """KFP retry policy: transient failures (node loss, preemption, store hiccups) get another attempt.
+
+    Safe because every stage is idempotent: it re-publishes its artifact and writes the manifest last.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_retries: int = Field(2, ge=0)
+    backoff_s: int = Field(30, ge=0, description="wait before the first retry")
+    factor: float = Field(2.0, ge=1.0, description="each further wait is this many times longer")
+    max_duration_s: int = Field(3600, ge=1, description="stop retrying this long after the first failure")
+
+
+class PvcMount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    claim: str = Field(description="PersistentVolumeClaim name in the run's namespace")
+    mount_path: str
+
+
+class StageSpec(BaseModel):
+    """How one stage runs on the cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Literal["cpu", "gpu"] = "cpu"
+    cpu_request: str | None = "1"
+    cpu_limit: str | None = None
+    memory_request: str | None = "2Gi"
+    memory_limit: str | None = "4Gi"
+    gpus: int = Field(0, ge=0, description="accelerators per pod (limit)")
+    accelerator_type: str = Field("nvidia.com/gpu", description="the extended resource name of the accelerator")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    shm_size: str | None = Field(None, description="size of a memory-backed /dev/shm (NCCL, DataLoader workers)")
+    pvcs: list[PvcMount] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: int | None = Field(None, ge=1, description="activeDeadlineSeconds of the pod")
+    retry: Retry | None = Field(default_factory=Retry)
+    caching: bool = True
+    launcher: Literal["pod", "trainjob"] = Field(
+        "pod", description="`trainjob`: the task pod only launches and waits for a Kubeflow Trainer TrainJob"
+    )
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        if value is not None and not QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity like '500m', '4', '16Gi'")
+        return value
+
+
+_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+# The built-in per-stage table. A new stage needs one line here (or in the YAML's `stages:`).
+DEFAULT_STAGES: dict[str, dict[str, Any]] = {
+    "data-prep": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    "baseline": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    "finetune": {
+        "image": "gpu", "cpu_request": "16", "memory_request": "128Gi", "memory_limit": "200Gi", "gpus": 8,
+        "tolerations": [_GPU_TOLERATION], "shm_size": "64Gi", "timeout_s": 3 * 86400,
+        "pvcs": [{"claim": "vesselseg-workspace", "mount_path": "/workspace"}],
+        "env": {"VESSELSEG_HOME": "/workspace/vesselseg"},
+        "retry": {"num_retries": 2, "backoff_s": 300, "factor": 2.0, "max_duration_s": 12 * 3600},
+    },
+    "convert": {
+        "cpu_request": "8", "memory_request": "96Gi", "memory_limit": "160Gi", "timeout_s": 6 * 3600,
+        "pvcs": [{"claim": "vesselseg-workspace", "mount_path": "/workspace"}],
+        "env": {"VESSELSEG_HOME": "/workspace/vesselseg"},
+    },
+    "infer": {
+        "image": "gpu", "cpu_request": "8", "memory_request": "64Gi", "memory_limit": "96Gi", "gpus": 4,
+        "tolerations": [_GPU_TOLERATION], "shm_size": "32Gi", "timeout_s": 12 * 3600,
+    },
+    "evaluate": {"cpu_request": "4", "memory_request": "8Gi", "memory_limit": "16Gi", "timeout_s": 3 * 3600},
+    "visualize": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    # The gate reads the mutable champion record: never served from cache, never retried blindly.
+    "promote": {"cpu_request": "500m", "memory_request": "1Gi", "memory_limit": "2Gi", "timeout_s": 900,
+                "caching": False, "retry": None},
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+class Images(BaseModel):
+    """The project's images; `VESSELSEG_IMAGE_CPU|GPU|TRAINJOB` fill what the YAML leaves out.
+
+    `trainjob` is the CUDA image's `trainjob` target (adds OpenMPI and sshd for Kubeflow Trainer's runtime).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str = Field(default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_CPU", "ghcr.io/vesselseg/vesselseg-cpu:0.1.0"))
+    gpu: str = Field(default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_GPU", "ghcr.io/vesselseg/vesselseg-cuda:0.1.0"))
+    trainjob: str = Field(
+        default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_TRAINJOB", "ghcr.io/vesselseg/vesselseg-trainjob:0.1.0")
+    )
+    pull_secrets: list[str] = Field(default_factory=list)
+
+
+class ObjectStoreWiring(BaseModel):
+    """Where task pods find the object store, and the Secret holding its keys (never baked into an image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = SEAWEEDFS_ENDPOINT
+    bucket: str = "mlpipeline"
+    secure: bool = False
+    secret_name: str = "vesselseg-s3"
+    access_key_key: str = "accesskey"
+    secret_key_key: str = "secretkey"
+
+    def env(self) -> dict[str, str]:
+        return {
+            ENV_PREFIX + "ENDPOINT": self.endpoint,
+            ENV_PREFIX + "BUCKET": self.bucket,
+            ENV_PREFIX + "SECURE": str(self.secure).lower(),
+        }
+
+    def secret_env(self) -> dict[str, str]:
+        """Secret key → environment variable, as `use_secret_as_env` wants it."""
+        return {self.access_key_key: ENV_PREFIX + "ACCESS_KEY", self.secret_key_key: ENV_PREFIX + "SECRET_KEY"}
+
+
+class TrainJobSettings(BaseModel):
+    """Kubeflow Trainer (≥ v2.2, `trainer.kubeflow.org/v1alpha1`) for stages whose `launcher` is `trainjob`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # manifests/base/trainingruntime.yaml: the DeepSpeed (MPI) runtime adapted to the project's image and user.
+    runtime: str = "vesselseg-deepspeed"
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "TrainingRuntime"
+    num_nodes: int = Field(2, ge=1)
+    namespace: str | None = Field(None, description="default: the namespace of the task pod that launches it")
+    poll_s: float = Field(30.0, gt=0)
+    result_prefix: str = Field("vesselseg/trainjobs", description="rank 0 writes <prefix>/<job>/result.json")
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: Images = Field(default_factory=Images)
+    allow_unpinned_images: bool = Field(
+        False, description="compile with tag-only images after a loud warning (dev clusters only: stale cache hits)"
+    )
+    object_store: ObjectStoreWiring = Field(default_factory=ObjectStoreWiring)
+    pipeline_root: str = Field("minio://mlpipeline/v2/artifacts", description="what kfp-launcher's ConfigMap says")
+    trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
+    stages: dict[str, StageSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_table(cls, data: Any) -> Any:
+        """The YAML's `stages:` entries are merged key by key onto the built-in table."""
+        if not isinstance(data, dict):
+            return data
+        given = data.get("stages") or {}
+        if not isinstance(given, dict):
+            raise ValueError("stages must be a mapping of stage name to settings")
+        table = {name: dict(spec) for name, spec in DEFAULT_STAGES.items()}
+        for name, spec in given.items():
+            if isinstance(spec, StageSpec):
+                spec = spec.model_dump()
+            table[name] = _merge(table.get(name, {}), spec or {})
+        return {**data, "stages": table}
+
+    def stage(self, name: str) -> StageSpec:
+        try:
+            return self.stages[name]
+        except KeyError:
+            raise ClusterConfigError(
+                f"no cluster settings for stage {name!r}; known stages: {', '.join(sorted(self.stages))} "
+                "(add a row to DEFAULT_STAGES in vesselseg/cluster/platform.py or to `stages:` in the cluster YAML)"
+            ) from None
+
+    def image_for(self, stage: str) -> str:
+        spec = self.stage(stage)
+        # The pod of a TrainJob-launched stage only waits; the GPUs belong to the TrainJob.
+        kind = "cpu" if spec.launcher == "trainjob" else spec.image
+        image = getattr(self.images, kind)
+        self.check_pinned(image, f"images.{kind} (stage {stage!r})")
+        return image
+
+    def check_pinned(self, image: str, where: str) -> None:
+        if DIGEST.search(image):
+            return
+        message = (
+            f"{where}: image {image!r} is not pinned by digest (@sha256:…). KFP's cache key includes the image "
+            "string, so a moving tag gives stale cache hits; build with `make images` and set the digest "
+            "printed there (cluster YAML `images:` or VESSELSEG_IMAGE_CPU / VESSELSEG_IMAGE_GPU)"
+        )
+        if not self.allow_unpinned_images:
+            raise UnpinnedImageError(message)
+        warnings.warn("UNPINNED IMAGE: " + message, stacklevel=3)
+        log.warning("UNPINNED IMAGE: %s", message)
+
+
+def load_cluster_config(path: Path | None = None, overrides: list[str] | None = None) -> ClusterConfig:
+    """The cluster YAML (`manifests/cluster-config.yaml`) plus `--set` overrides; errors name the file and key."""
+    return load_config(ClusterConfig, path, overrides)
+
+
+_ACTIVE: ContextVar[ClusterConfig | None] = ContextVar("vesselseg_cluster_config", default=None)
+
+
+@contextlib.contextmanager
+def cluster_target(config: ClusterConfig) -> Iterator[ClusterConfig]:
+    """While active, `apply_platform` wires tasks for this cluster."""
+    token = _ACTIVE.set(config)
+    try:
+        yield config
+    finally:
+        _ACTIVE.reset(token)
+
+
+def apply_platform(task: T, stage: str) -> T:
+    """Give `task` the cluster settings of `stage`; returns the task so calls chain."""
+    from kfp import kubernetes
+
+    config = _ACTIVE.get()
+    caching = (config or ClusterConfig()).stage(stage).caching
+    task.set_caching_options(caching)  # type: ignore[attr-defined]
+    if config is None:
+        return task
+    spec = config.stage(stage)
+    task.set_container_image(config.image_for(stage))  # type: ignore[attr-defined]
+    if spec.launcher == "trainjob":
+        _wire_trainjob_launcher(task, stage, config)
+    else:
+        _wire_resources(task, spec)
+        for key, value in spec.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for tol in spec.tolerations:
+            kubernetes.add_toleration(
+                task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect,
+                toleration_seconds=tol.toleration_seconds,
+            )
+        if spec.shm_size:
+            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=spec.shm_size)
+        for pvc in spec.pvcs:
+            kubernetes.mount_pvc(task, pvc_name=pvc.claim, mount_path=pvc.mount_path)
+    for name, value in {**config.object_store.env(), **spec.env}.items():
+        task.set_env_variable(name, value)  # type: ignore[attr-defined]
+    kubernetes.use_secret_as_env(task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env())
+    if config.images.pull_secrets:
+        kubernetes.set_image_pull_secrets(task, config.images.pull_secrets)
+    kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", PART_OF)
+    kubernetes.add_pod_label(task, "vesselseg.io/stage", stage)
+    if spec.timeout_s:
+        kubernetes.set_timeout(task, spec.timeout_s)
+    if spec.retry is not None:
+        task.set_retry(  # type: ignore[attr-defined]
+            num_retries=spec.retry.num_retries, backoff_duration=f"{spec.retry.backoff_s}s",
+            backoff_factor=spec.retry.factor, backoff_max_duration=f"{spec.retry.max_duration_s}s",
+        )
+    return task
+
+
+def _wire_resources(task: Any, spec: StageSpec) -> None:
+    if spec.cpu_request:
+        task.set_cpu_request(spec.cpu_request)
+    if spec.cpu_limit:
+        task.set_cpu_limit(spec.cpu_limit)
+    if spec.memory_request:
+        task.set_memory_request(spec.memory_request)
+    if spec.memory_limit:
+        task.set_memory_limit(spec.memory_limit)
+    if spec.gpus:
+        task.set_accelerator_type(spec.accelerator_type).set_accelerator_limit(spec.gpus)
+
+
+def _wire_trainjob_launcher(task: Any, stage: str, config: ClusterConfig) -> None:
+    """A small pod that creates the TrainJob and waits; the stage's resources go to the TrainJob."""
+    config.check_pinned(config.images.trainjob, f"images.trainjob (TrainJob of stage {stage!r})")
+    task.set_cpu_request("500m").set_memory_request("1Gi").set_memory_limit("2Gi")
+    task.set_env_variable("VESSELSEG_LAUNCHER", "trainjob")
+    task.set_env_variable("VESSELSEG_CLUSTER_CONFIG", config.model_dump_json())
+
+
+def compile_for_cluster(pipeline_file: Path, out: Path, config: ClusterConfig) -> Path:
+    """Compile `pipeline_file` with `config` applied, then refuse an IR that would not run as configured."""
+    from kfp import compiler
+
+    from vesselseg.local_run import load_pipeline
+
+    with cluster_target(config):
+        pipeline = load_pipeline(pipeline_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline, str(out))
+    check_compiled(out, config)
+    return out
+
+
+def read_ir(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline spec and the Kubernetes platform spec (`{}` if none) of a compiled YAML."""
+    docs = list(yaml.safe_load_all(Path(path).read_text()))
+    if not docs or not isinstance(docs[0], dict) or "deploymentSpec" not in docs[0]:
+        raise ConfigError(f"{path} is not a compiled KFP pipeline (no deploymentSpec)")
+    platform = docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {}
+    return docs[0], platform
+
+
+def check_compiled(path: Path, config: ClusterConfig) -> None:
+    """Every executor has a pinned image and the object-store wiring (i.e. `apply_platform` was called)."""
+    spec, platform = read_ir(path)
+    k8s = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    problems = []
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor.get("container")
+        if container is None:
+            continue
+        try:
+            config.check_pinned(container["image"], f"{path}: executor {name}")
+        except UnpinnedImageError as err:
+            problems.append(str(err))
+        secrets = {s.get("secretName") for s in k8s.get(name, {}).get("secretAsEnv", [])}
+        if config.object_store.secret_name not in secrets:
+            problems.append(
+                f"{path}: executor {name} has no cluster wiring (no Secret {config.object_store.secret_name!r} as env): "
+                "call apply_platform(task, '<stage>') on its task in pipeline.py"
+            )
+    if problems:
+        raise ClusterConfigError("; ".join(problems))
