@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from vesselseg.config import ConfigError, parse_override
+from vesselseg.config import ConfigError, apply_overrides
 from vesselseg.evaluation.evaluate import EvaluationSummary
 from vesselseg.evaluation.table import format_table
 from vesselseg.storage import server
@@ -62,20 +62,10 @@ def source_fingerprint(pipeline_file: Path) -> str:
 
 
 def _parameters(pipeline: Any, overrides: list[str]) -> dict[str, Any]:
+    params = apply_overrides({}, overrides)
     known = set(pipeline.component_spec.inputs or {})
-    params: dict[str, Any] = {}
-    for text in overrides:
-        path, value = parse_override(text)
-        name = path[0]
-        if name not in known:
-            raise ConfigError(f"pipeline has no parameter {name!r}; parameters: {', '.join(sorted(known))}")
-        if len(path) > 1:
-            node = params.setdefault(name, {})
-            for part in path[1:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
-        else:
-            params[name] = value
+    if unknown := sorted(set(params) - known):
+        raise ConfigError(f"pipeline has no parameter {unknown[0]!r}; parameters: {', '.join(sorted(known))}")
     return params
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vesselseg.cluster.client import KfpError, KfpSession, KfpTarget, Schedule, version_name
-from vesselseg.config import ConfigError, parse_override
+from vesselseg.config import apply_overrides
 
 DEFAULT_PIPELINE = "vesselseg"
 DEFAULT_EXPERIMENT = "vesselseg"
@@ -21,17 +21,7 @@ DEFAULT_EXPERIMENT = "vesselseg"
 
 def _params(overrides: list[str]) -> dict[str, Any]:
     """`--set seed=3 --set data_prep_overrides.data.synthetic.count=8` → nested pipeline parameters."""
-    params: dict[str, Any] = {}
-    for text in overrides:
-        path, value = parse_override(text)
-        node = params
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"parameter override {text!r}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
-    return params
+    return apply_overrides({}, overrides)
 
 
 def _session(args: argparse.Namespace) -> KfpSession:

@@ -10,7 +10,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -229,10 +229,6 @@ class ObjectStore:
                 lambda: [o.object_name for o in self.client.list_objects(self.bucket, prefix, recursive=True)],
             )
         )
-
-    def iter_prefix_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
-        for obj in self._call("list", prefix, lambda: list(self.client.list_objects(self.bucket, prefix, recursive=True))):
-            yield obj.object_name, obj.size
 
     def copy_prefix(self, src: str, dst: str) -> list[str]:
         """Server-side copy of every object under `src` to the same relative key under `dst`."""
