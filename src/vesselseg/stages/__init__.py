@@ -14,6 +14,7 @@ STAGES: dict[str, str] = {
     "baseline": "vesselseg.stages.baseline",
     "evaluate": "vesselseg.stages.evaluate",
     "visualize": "vesselseg.stages.visualize",
+    "import-official": "vesselseg.stages.import_official",
 }
 
 
