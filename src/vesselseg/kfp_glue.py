@@ -153,3 +153,43 @@ def run_visualize(
     for artifact, key in ((html, result.html_key), (markdown, result.markdown_key)):
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
         Path(artifact.path).write_bytes(store.get_bytes(key))
+
+
+def run_infer(model: KfpArtifact, dataset: KfpArtifact, overrides: dict[str, Any], predictions: KfpArtifact) -> None:
+    """Probability maps of the val/test images; the strategy (auto by default) and batch come from overrides."""
+    from vesselseg.stages import infer
+
+    _logging()
+    config = infer.Config.model_validate(
+        deep_merge({"model": read_ref(model).model_dump(), "dataset": read_ref(dataset).model_dump()}, overrides)
+    )
+    result = infer.run(config)
+    write_ref(
+        predictions,
+        result.predictions,
+        predictor=result.info.name,
+        strategy=result.plan.strategy,
+        plan=result.plan.describe(),
+        images_per_s=round(result.stats.images_per_s, 3),
+        zero_seg_images=result.summary["zero_seg_images"],
+    )
+
+
+def run_infer_shard(
+    model: KfpArtifact, dataset: KfpArtifact, overrides: dict[str, Any], shard_index: int, shard_count: int
+) -> int:
+    """One slice of the micro-batches into the shared resume state (dsl.ParallelFor); returns images predicted."""
+    from vesselseg.stages import infer
+
+    _logging()
+    config = infer.Config.model_validate(
+        deep_merge(
+            {
+                "model": read_ref(model).model_dump(),
+                "dataset": read_ref(dataset).model_dump(),
+                "shard": {"index": shard_index, "count": shard_count},
+            },
+            overrides,
+        )
+    )
+    return infer.run(config).stats.computed
