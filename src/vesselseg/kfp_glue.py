@@ -193,3 +193,22 @@ def run_infer_shard(
         )
     )
     return infer.run(config).stats.computed
+
+
+def run_convert(
+    training: KfpArtifact, dataset: KfpArtifact, overrides: dict[str, Any], model: KfpArtifact, parity: Any
+) -> None:
+    """Convert and verify; `model` points at the published folder, `parity` (KFP Metrics) holds the errors."""
+    from vesselseg.stages import convert
+
+    _logging()
+    config = convert.Config.model_validate(
+        deep_merge({"training": read_ref(training).model_dump(), "dataset": read_ref(dataset).model_dump()}, overrides)
+    )
+    result = convert.run(config)
+    write_ref(model, result.model, dtype=result.summary["dtype"], parity_passed=result.parity.passed)
+    for name, output in result.parity.outputs.items():
+        parity.log_metric(f"{name}.max_abs_error", output.max_abs_error)
+        parity.log_metric(f"{name}.max_rel_error", output.max_rel_error)
+        parity.log_metric(f"{name}.tolerance", output.tolerance)
+    Path(parity.path).write_text(json.dumps(parity.metadata, indent=2))
