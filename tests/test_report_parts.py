@@ -149,3 +149,17 @@ def test_width_edges_must_increase() -> None:
         ReportConfig(width_edges_px=[4.5, 2.5])
     with pytest.raises(ValidationError):
         ReportConfig(width_edges_px=[])
+
+
+def test_training_log_merges_validation_lines(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.jsonl"
+    rows = [
+        {"step": 1, "loss": 2.0, "lr": 1e-3},
+        {"step": 2, "loss": 1.5, "lr": 1e-3},
+        {"step": 2, "val_dice": 0.4, "val_threshold": 0.5},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = read_train_log(log)
+    assert list(table["step"]) == [1, 2]
+    assert table.loc[table["step"] == 2, "val_dice"].item() == 0.4
+    assert table.loc[table["step"] == 2, "loss"].item() == 1.5

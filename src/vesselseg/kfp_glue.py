@@ -127,6 +127,7 @@ def run_visualize(
     dataset: KfpArtifact,
     predictions: list[KfpArtifact],
     evaluation: KfpArtifact,
+    training: KfpArtifact | None,
     overrides: dict[str, Any],
     report: KfpArtifact,
     html: KfpArtifact,
@@ -143,6 +144,7 @@ def run_visualize(
                 "dataset": read_ref(dataset).model_dump(),
                 "predictions": [read_ref(p).model_dump() for p in predictions],
                 "evaluation": read_ref(evaluation).model_dump(),
+                "training": read_ref(training).model_dump() if training is not None else None,
             },
             overrides,
         )
@@ -212,3 +214,28 @@ def run_convert(
         parity.log_metric(f"{name}.max_rel_error", output.max_rel_error)
         parity.log_metric(f"{name}.tolerance", output.tolerance)
     Path(parity.path).write_text(json.dumps(parity.metadata, indent=2))
+
+
+def run_finetune(dataset: KfpArtifact, overrides: dict[str, Any], training: KfpArtifact, metrics: Any) -> None:
+    """Train (here, or as a Kubeflow TrainJob when the cluster config says so); KFP Metrics get the final numbers."""
+    from vesselseg.cluster.trainjob import launch, launcher_from_env
+    from vesselseg.stages import finetune
+
+    _logging()
+    config = finetune.Config.model_validate(deep_merge({"dataset": read_ref(dataset).model_dump()}, overrides))
+    if (cluster := launcher_from_env()) is not None:
+        result = finetune.Result.model_validate(launch("finetune", config, cluster))
+    else:
+        result = finetune.run(config)
+    write_ref(training, result.training, run_key=result.summary.run_key, final_step=result.summary.final_step)
+    summary = result.summary
+    for name, value in {
+        "final_loss": summary.final_loss,
+        "best_val_dice": summary.best_val_dice,
+        "last_val_dice": summary.last_val_dice,
+        "train_s": summary.train_s,
+        "samples_per_s": summary.mean_samples_per_s,
+    }.items():
+        if value is not None:
+            metrics.log_metric(name, round(float(value), 6))
+    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))

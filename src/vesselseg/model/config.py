@@ -29,6 +29,10 @@ class Sa2VAConfig(PreTrainedConfig):
     min_tiles / max_tiles / use_thumbnail: InternVL dynamic tiling of the VLM image path.
     sam2_multimask_output: Sa2VA's SAM2 predicts three masks and keeps the one with the best predicted IoU;
         False uses the decoder's single-mask token instead.
+    mask_refiner_channels / mask_refiner_layers: > 0 channels adds a thin-vessel refinement head, which Sa2VA does
+        not have: a small CNN at SAM2's input resolution that reads the image and the bilinearly upsampled mask
+        logits and adds a correction, so mask logits come out at SAM2's input size instead of a quarter of it.
+        0 (every official preset) leaves the architecture as Sa2VA's.
     mask_loss: `official_lowres` (BCE + Dice on SAM2's 1/4-resolution logits against the nearest-downsampled
         mask, as Sa2VA) or `full_res` (logits bilinearly upsampled to the mask's native size first).
     *_loss_weight: total = lm·LM + bce·BCE + dice·Dice + cldice·clDice (clDice only if its weight > 0).
@@ -53,6 +57,8 @@ class Sa2VAConfig(PreTrainedConfig):
     max_tiles: int = 12
     use_thumbnail: bool = True
     sam2_multimask_output: bool = True
+    mask_refiner_channels: int = 0
+    mask_refiner_layers: int = 3
 
     mask_loss: MaskLoss = "official_lowres"
     lm_loss_weight: float = 1.0
@@ -91,6 +97,8 @@ class Sa2VAConfig(PreTrainedConfig):
             self.sam2_config = Sam2Config()
         if self.lora_target_modules is None:
             self.lora_target_modules = list(DEFAULT_LORA_TARGETS)
+        if self.mask_refiner_channels and self.mask_refiner_layers < 2:
+            raise ValueError(f"mask_refiner_layers must be at least 2, not {self.mask_refiner_layers}")
         if self.lora_modules_to_save is None:
             self.lora_modules_to_save = list(DEFAULT_LORA_MODULES_TO_SAVE)
         super().__post_init__(**kwargs)

@@ -2,7 +2,7 @@
 
 Sa2VA's recipe (the config defaults): vision tower frozen, LLM frozen with LoRA (plus full copies of
 `embed_tokens` and `lm_head`, which learn the new `[SEG]` row), SAM2 image encoder frozen, SAM2 mask decoder,
-projector `mlp1` and `text_hidden_fcs` trained. Only modules that reach the loss are ever trainable, so every
+projector `mlp1` and `text_hidden_fcs` trained; the optional `mask_refiner` (not in Sa2VA) always trains. Only modules that reach the loss are ever trainable, so every
 trainable parameter receives a gradient each step (with multimask output: each candidate's hypernetwork only
 in steps where its mask is chosen):
   - SAM2's prompt encoder stays frozen: with no points, boxes or masks it only contributes two learned constants;
@@ -31,6 +31,8 @@ def apply_training_recipe(model: Sa2VAModel) -> Sa2VAModel:
     sam.vision_encoder.requires_grad_(not config.freeze_sam2_encoder)
     sam.no_memory_embedding.requires_grad_(not config.freeze_sam2_encoder)
     model.text_hidden_fcs.requires_grad_(True)
+    if model.mask_refiner is not None:
+        model.mask_refiner.requires_grad_(True)
     if not config.freeze_sam2_decoder:
         decoder = sam.mask_decoder
         decoder.requires_grad_(True)

@@ -4,6 +4,7 @@
     prompt ──────────────────────────── token embeddings ───────────────┴► <IMG_CONTEXT> slots ─► language_model
     language_model's last hidden state at each [SEG] ─► text_hidden_fcs ─► sparse prompt ─┐
     image ─ resized square ─► grounding_encoder (SAM2) image encoder ─► mask decoder ◄─────┘ ─► mask logits
+                                                  (optional, not Sa2VA: mask_refiner ─► logits at SAM2's input size)
 
 Submodule names follow the official Sa2VA checkpoints (`vision_model`, `mlp1`, `language_model`,
 `grounding_encoder`, `text_hidden_fcs`), so importing them is a key rename inside each part, not a re-plumbing.
@@ -36,7 +37,8 @@ class Sa2VAOutput(ModelOutput):
     mask_dice_loss: torch.Tensor | None = None
     mask_cldice_loss: torch.Tensor | None = None
     lm_logits: torch.Tensor | None = None  # (supervised tokens, vocab): only where labels are set
-    mask_logits: torch.Tensor | None = None  # (all [SEG] in the batch, h, w), SAM2 low-res, in batch order
+    mask_logits: torch.Tensor | None = None  # (all [SEG] in the batch, h, w) in batch order: SAM2's low-res
+    # masks (a quarter of its input size), or at its input size with the mask refiner
     seg_counts: torch.Tensor | None = None  # (batch,) [SEG] tokens per sample
 
 
@@ -51,6 +53,41 @@ def pixel_shuffle(features: torch.Tensor, ratio: float) -> torch.Tensor:
     features = features.reshape(n, height // block, block, width // block, block, channels)
     features = features.permute(0, 1, 3, 2, 4, 5)
     return features.reshape(n, height // block, width // block, block * block * channels)
+
+
+class MaskRefiner(nn.Module):
+    """Thin-vessel refinement head (not part of Sa2VA).
+
+    SAM2's decoder draws masks at a quarter of its input size, where a 1–2 px vessel is a fraction of a cell and
+    no choice of logits can draw it after bilinear upsampling. This head upsamples the logits to the input size
+    and adds a correction computed by a few 3×3 convolutions from the (normalised) image and those logits. Its last
+    convolution starts at zero, so an untrained head is exactly the bilinear upsampling the model did without it.
+    """
+
+    def __init__(self, channels: int, layers: int):
+        super().__init__()
+        body: list[nn.Module] = []
+        width = 4  # RGB + the upsampled logits
+        for _ in range(layers - 1):
+            body += [nn.Conv2d(width, channels, 3, padding=1), nn.GELU()]
+            width = channels
+        self.body = nn.Sequential(*body)
+        self.output = nn.Conv2d(channels, 1, 3, padding=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default (Kaiming-uniform) init for the body, zeros for the output convolution."""
+        for module in self.body:
+            if isinstance(module, nn.Conv2d):
+                module.reset_parameters()
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    def forward(self, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) logits and (N, 3, S, S) images → (N, S, S) logits."""
+        upsampled = F.interpolate(logits[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
+        correction = self.output(self.body(torch.cat([images.to(upsampled.dtype), upsampled], dim=1)))
+        return (upsampled + correction)[:, 0]
 
 
 class Sa2VAPreTrainedModel(PreTrainedModel):
@@ -85,7 +122,14 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
         self.text_hidden_fcs = nn.Sequential(
             nn.Linear(llm_dim, llm_dim), nn.ReLU(), nn.Linear(llm_dim, config.prompt_dim)
         )
+        self.mask_refiner = (
+            MaskRefiner(config.mask_refiner_channels, config.mask_refiner_layers) if config.mask_refiner_channels else None
+        )
         self.post_init()
+        if self.mask_refiner is not None:
+            # post_init gave every convolution the transformer's N(0, 0.02), too small for a 3×3 conv over a few
+            # channels to pass the image through (measured: it learned markedly slower), and a non-zero output.
+            self.mask_refiner.reset_parameters()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -191,6 +235,8 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
             prompts = self.text_hidden_fcs(hidden[seg])
             image_index = torch.repeat_interleave(torch.arange(len(input_ids), device=seg.device), seg_counts)
             mask_logits = self.decode_masks(self.get_sam2_features(sam2_pixel_values), image_index, prompts)
+            if self.mask_refiner is not None:
+                mask_logits = self.mask_refiner(mask_logits, sam2_pixel_values[image_index])
             if gt_masks is not None:
                 with_cldice = config.cldice_loss_weight > 0
                 mask = mask_losses(

@@ -55,7 +55,10 @@ def read_evaluation(folder: Path) -> Evaluation:
 
 
 def read_train_log(path: Path) -> pd.DataFrame:
-    """One row per logged step, sorted by step; fields a line lacks (e.g. val_dice) are NaN."""
+    """One row per logged step, sorted by step; fields a step lacks (e.g. val_dice) are NaN.
+
+    Training lines carry step, loss and lr; validation lines (step, val_dice, …) are merged into their step.
+    """
     records = []
     try:
         lines = path.read_text().splitlines()
@@ -68,12 +71,18 @@ def read_train_log(path: Path) -> pd.DataFrame:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{number} is not JSON: {err}") from err
-        if not isinstance(record, dict) or any(key not in record for key in TRAIN_LOG_REQUIRED):
-            raise DataError(f"{path}:{number} must be an object with at least {', '.join(TRAIN_LOG_REQUIRED)}")
+        validation = isinstance(record, dict) and "step" in record and "val_dice" in record
+        if not isinstance(record, dict) or (not validation and any(key not in record for key in TRAIN_LOG_REQUIRED)):
+            raise DataError(
+                f"{path}:{number} must be an object with at least {', '.join(TRAIN_LOG_REQUIRED)} "
+                "(or a validation line with step and val_dice)"
+            )
         records.append(record)
     if not records:
         raise DataError(f"training log {path} holds no steps")
-    table = pd.DataFrame.from_records(records)
+    table = pd.DataFrame.from_records(records).groupby("step", as_index=False, sort=True).first()
+    if table[[c for c in TRAIN_LOG_REQUIRED if c in table]].isna().all(axis=None) or "loss" not in table:
+        raise DataError(f"training log {path} holds no training steps, only validation lines")
     numeric = [c for c in table.columns if is_numeric_dtype(table[c]) and not is_bool_dtype(table[c])]
     wrong = [c for c in TRAIN_LOG_REQUIRED if c not in numeric]
     if wrong:

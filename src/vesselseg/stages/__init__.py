@@ -12,6 +12,7 @@ from types import ModuleType
 STAGES: dict[str, str] = {
     "data-prep": "vesselseg.stages.data_prep",
     "baseline": "vesselseg.stages.baseline",
+    "finetune": "vesselseg.stages.finetune",
     "convert": "vesselseg.stages.convert",
     "infer": "vesselseg.stages.infer",
     "evaluate": "vesselseg.stages.evaluate",

@@ -1,0 +1,138 @@
+"""finetune: DeepSpeed fine-tuning of a Sa2VA model on a data-prep artifact, resumable, published as artifacts.
+
+The stage checks its inputs, fixes the run (run key, precision, ranks), then starts torchrun with one rank per
+GPU, or `cpu_processes` gloo ranks on the CPU, and returns what rank 0 published. Started as one rank of a job
+another launcher made (a Kubeflow TrainJob runs this on every rank), it trains in-process instead.
+Artifacts: `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/final/` (vesselseg.train.checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from vesselseg.stages.scratch import scratch_dir
+from vesselseg.model import Sa2VAConfig
+from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
+from vesselseg.storage.artifact import content_key
+from vesselseg.storage.settings import work_dir
+from vesselseg.train import FinetuneConfig, TrainingError
+from vesselseg.train import checkpoint as ckpt
+from vesselseg.train.base_model import base_model_ref, config_digest, model_config
+from vesselseg.train.job import TrainJob, TrainSummary
+from vesselseg.train.launch import launched_rank, run_workers
+
+log = logging.getLogger(__name__)
+
+NAME = "finetune"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: InputRef | str = Field(description="the data-prep artifact (InputRef, or its s3:// URI)")
+    training: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    prefix: str = Field("vesselseg/training", description="runs land at <prefix>/<run key>/")
+
+
+class Result(BaseModel):
+    training: InputRef = Field(description="the final training artifact (kind 'training')")
+    summary: TrainSummary
+    resumed_from_step: int | None
+
+
+def _check_dataset(store: ObjectStore, ref: InputRef, training: FinetuneConfig, folder: Path) -> None:
+    fetch_dir(store, ref, folder, only=["index.parquet"])
+    counts = pd.read_parquet(folder / "index.parquet")["split"].value_counts().to_dict()
+    if not counts.get("train"):
+        raise TrainingError(f"dataset {ref.uri} has no images in its train split (split sizes: {counts})")
+    if training.val_every and not counts.get(training.val_split):
+        raise TrainingError(
+            f"dataset {ref.uri} has no images in its {training.val_split!r} split (split sizes: {counts}); "
+            "validate on another split (val_split) or set val_every: null"
+        )
+
+
+def _check_resume(store: ObjectStore, uri: str, model: Sa2VAConfig, ranks: int, zero_stage: int, folder: Path) -> None:
+    """An explicitly named checkpoint must be a step artifact of the same model, world size and ZeRO stage."""
+    manifest = read_manifest(store, uri)
+    if manifest.kind != ckpt.STEP_KIND:
+        raise TrainingError(f"resume: {uri} is a {manifest.kind!r} artifact, not a step checkpoint ({ckpt.STEP_KIND!r})")
+    fetch_dir(store, uri, folder, only=[ckpt.STATE_FILE, f"{ckpt.MODEL_DIR}/config.json"])
+    ckpt.check_compatible(ckpt.read_state(folder), uri, model, folder / ckpt.MODEL_DIR, ranks, zero_stage)
+
+
+def _ranks(training: FinetuneConfig, on_gpu: bool) -> int:
+    if launched_rank():
+        return int(os.environ.get("WORLD_SIZE") or os.environ["OMPI_COMM_WORLD_SIZE"])
+    if not on_gpu:
+        return training.cpu_processes
+    import torch
+
+    available = torch.cuda.device_count()
+    if training.gpus and training.gpus > available:
+        raise TrainingError(f"gpus: {training.gpus} requested but only {available} visible")
+    return training.gpus or available
+
+
+def prepare(config: Config, store: ObjectStore) -> TrainJob:
+    """Everything every rank must agree on, fixed before any rank starts; bad inputs fail here."""
+    import torch
+
+    training = config.training
+    dataset = resolve(store, config.dataset)
+    on_gpu = torch.cuda.is_available()
+    precision = training.resolve_precision(on_gpu)
+    ranks = _ranks(training, on_gpu)
+    training.gradient_accumulation(ranks)
+    with scratch_dir(NAME) as scratch:
+        _check_dataset(store, dataset, training, scratch / "dataset")
+        base = base_model_ref(training.base_model, store)
+        model = model_config(training.base_model, training.model_overrides, training.sam2, store, scratch / "base")
+        if training.resume.startswith("s3://"):
+            _check_resume(store, training.resume, model, ranks, training.zero_stage, scratch / "resume")
+    run_key = content_key(
+        training.key_fields(),
+        dataset.manifest_sha256,
+        base.manifest_sha256 if base else training.base_model,
+        config_digest(model),
+        precision,
+    )
+    return TrainJob(
+        config=training,
+        dataset=dataset,
+        base_model=base,
+        prefix=config.prefix.strip("/"),
+        run_key=run_key,
+        precision=precision,
+        workdir=str(work_dir() / "scratch" / f"{NAME}-{run_key}"),
+        stage_config=config.model_dump(mode="json"),
+    )
+
+
+def run(config: Config, store: ObjectStore | None = None) -> Result:
+    store = store or ObjectStore()
+    store.check()
+    job = prepare(config, store)
+    log.info("finetune run %s: %s, results under %s", job.run_key, job.config.base_model, store.uri(f"{job.prefix}/{job.run_key}/"))
+    if launched_rank():
+        from vesselseg.train.loop import train
+
+        return Result.model_validate(train(job).model_dump())
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    with scratch_dir(NAME) as scratch:
+        job_file, result_file = scratch / "job.json", scratch / "result.json"
+        job_file.write_text(job.model_dump_json(indent=2))
+        try:
+            run_workers(job_file, result_file, _ranks(config.training, on_gpu), on_gpu)
+        finally:
+            # The ranks clean up after themselves; this covers ranks that died before they could.
+            shutil.rmtree(job.workdir, ignore_errors=True)
+        return Result.model_validate_json(result_file.read_text())

@@ -1,0 +1,78 @@
+"""DeepSpeed: the config built from a FinetuneConfig, the learning-rate schedule, and `deepspeed.initialize`.
+
+The optimizer is DeepSpeed's `AdamW` entry with `torch_adam` (torch's AdamW, multi-tensor): it needs no
+JIT-compiled op, so CPU runs and fresh GPU machines start at once. `fused_adam: true` switches to DeepSpeed's
+FusedAdam on GPUs, which builds a CUDA op on first use (export TORCH_CUDA_ARCH_LIST=9.0 on H100 hosts whose
+list says 9.0a). The schedule is a plain LambdaLR handed to DeepSpeed, which saves and restores its state
+with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import deepspeed
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from vesselseg.model import Sa2VAModel
+from vesselseg.train.config import FinetuneConfig, Precision
+
+# Printing DeepSpeed's own step lines would duplicate the JSONL log.
+_NEVER = 1 << 30
+
+
+def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precision) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": config.zero_stage, "contiguous_gradients": True, "overlap_comm": precision == "bf16"}
+    if config.zero_stage == 3:
+        # The checkpoint keeps ZeRO's partitions; the convert stage consolidates them with zero_to_fp32.
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
+    optimizer_params: dict[str, Any] = {
+        "lr": config.lr,
+        "betas": list(config.betas),
+        "eps": config.eps,
+        "weight_decay": config.weight_decay,
+    }
+    if not config.fused_adam:
+        optimizer_params["torch_adam"] = True
+    return {
+        "train_batch_size": config.global_batch_size,
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation(world_size),
+        "gradient_clipping": config.gradient_clipping,
+        "bf16": {"enabled": precision == "bf16"},
+        "zero_optimization": zero,
+        "optimizer": {"type": "AdamW", "params": optimizer_params},
+        "steps_per_print": _NEVER,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr for optimizer step `step` (0-based): linear warm-up reaching 1 at the last
+    warm-up step, then cosine decay towards `min_ratio` (reached one step after the last)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_steps(config: FinetuneConfig) -> int:
+    return round(config.warmup_ratio * config.steps)
+
+
+def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision) -> Any:
+    """The DeepSpeed engine around `model`, training only its parameters that require grad."""
+    warmup = warmup_steps(config)
+
+    def schedule(optimizer: torch.optim.Optimizer) -> LambdaLR:
+        return LambdaLR(optimizer, lambda step: lr_factor(step, config.steps, warmup, config.min_lr_ratio))
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=deepspeed_config(config, world_size, precision),
+        lr_scheduler=schedule,
+    )
+    return engine
