@@ -25,6 +25,7 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 
 from vesselseg.errors import StorageError
 from vesselseg.model import Sa2VAConfig, Sa2VAModel, apply_training_recipe
+from vesselseg.model.official import OfficialImportError
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
 from vesselseg.storage.settings import work_dir
@@ -174,7 +175,7 @@ def test_bad_inputs_fail_before_any_rank_starts(dataset, store: ObjectStore, pre
     no_train, _ = publish_dir(store, tmp_path / "ds", f"{prefix}/no-train", kind="dataset", stage="test", config={})
     with pytest.raises(TrainingError, match="has no images in its train split"):
         finetune.run(_config(no_train, prefix), store)
-    with pytest.raises(TrainingError, match="official-weights import, which is not supported yet"):
+    with pytest.raises(OfficialImportError, match="Sa2VA-1B: no config.json"):
         finetune.run(_config(dataset, prefix, base_model="official:Sa2VA-1B"), store)
 
 

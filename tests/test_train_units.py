@@ -8,9 +8,15 @@ import torch
 from pydantic import ValidationError
 
 from vesselseg.model import apply_training_recipe, prompts
+from vesselseg.model.official import OfficialImportError
 from vesselseg.train import AugmentConfig, FinetuneConfig, TrainingError
+from vesselseg.train.base_model import (
+    config_differences,
+    config_fingerprint,
+    load_base_model,
+    model_config,
+)
 from vesselseg.train.config import Sam2Geometry
-from vesselseg.train.base_model import config_differences, config_fingerprint, load_base_model, model_config
 from vesselseg.train.data import DataOrder, augment
 from vesselseg.train.engine import deepspeed_config, lr_factor
 
@@ -130,9 +136,9 @@ def test_sam2_geometry_sets_the_mask_resolution(geometry: dict, logits: int) -> 
         load_base_model("preset:tiny", sam2=Sam2Geometry(image_size=96, patch_stride=8))
 
 
-def test_base_model_specs_that_cannot_work_are_refused() -> None:
-    with pytest.raises(TrainingError, match="official-weights import, which is not supported yet"):
-        load_base_model("official:Sa2VA-4B")
+def test_base_model_specs_that_cannot_work_are_refused(store) -> None:
+    with pytest.raises(OfficialImportError, match="Sa2VA-4B: no config.json"):
+        load_base_model("official:Sa2VA-4B", store=store)
     with pytest.raises(TrainingError, match="must be preset:<name>, an s3:// model folder"):
         load_base_model("/models/sa2va")
     with pytest.raises(TrainingError, match="unknown preset 'huge'"):

@@ -4,7 +4,7 @@ official Sa2VA checkpoint.
     preset:<name>        `build_preset(name)`; the `sam2` geometry and any `model_overrides` apply
     s3://…/              a published model folder (config, tokenizer, safetensors), e.g. the convert stage's
                          output; only the training recipe (loss, freezing, LoRA) may be overridden
-    official:<folder>    the official-weights import (another issue); refused with a clear error until it exists
+    official:<folder>    official Sa2VA weights (local folder or s3://), imported once into a native artifact
 
 Loading is strict: a folder whose weights do not match its config (missing, unexpected or mis-shaped tensors)
 is an error, never silently completed with random weights.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,13 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from vesselseg.model import Sa2VAConfig, Sa2VAModel, Sa2VAProcessor, build_tokenizer, preset_config
+from vesselseg.errors import StorageError
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
+from vesselseg.storage.artifact import content_key
 from vesselseg.train.config import Sam2Geometry
 from vesselseg.train.errors import TrainingError
+
+log = logging.getLogger(__name__)
 
 PRESET, OFFICIAL = "preset:", "official:"
 # Fields of a trained model that describe how to train it further, not its architecture.
@@ -70,13 +75,27 @@ def base_model_ref(spec: str, store: ObjectStore) -> InputRef | None:
     if spec.startswith(PRESET):
         return None
     if spec.startswith(OFFICIAL):
-        raise TrainingError(
-            f"base_model {spec!r}: starting from official Sa2VA weights needs the official-weights import, "
-            "which is not supported yet; use preset:<name> or a converted model folder (s3://…)"
-        )
+        return _imported_official(spec.removeprefix(OFFICIAL), store)
     if spec.startswith("s3://"):
         return resolve(store, spec)
     raise TrainingError(f"base_model {spec!r} must be preset:<name>, an s3:// model folder, or official:<folder>")
+
+
+def _imported_official(src: str, store: ObjectStore) -> InputRef:
+    """Import an official Sa2VA folder once into a native model artifact; later runs reuse it.
+
+    The artifact is named by the source's location: re-import (delete the artifact) after replacing the
+    files behind the same path.
+    """
+    from vesselseg.stages import import_official
+
+    out = store.uri(f"vesselseg/models/official-{content_key(src)}/")
+    try:
+        return resolve(store, out)
+    except StorageError:
+        log.info("importing official weights from %s into %s", src, out)
+    import_official.run(import_official.Config(src=src, out=out), store)
+    return resolve(store, out)
 
 
 def _artifact_config(spec: str, folder: Path, overrides: dict[str, Any]) -> Sa2VAConfig:
