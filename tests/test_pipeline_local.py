@@ -35,6 +35,7 @@ def test_local_pipeline_runs_and_reuses_its_cache(
     assert 0.0 <= summary["metrics"]["model"]["dice"] <= 1.0
     report = (tmp_path / "runs" / "latest" / "report.html").read_text()
     assert report.lower().startswith("<!doctype html>") and "frangi" in report and "model" in report
+    assert "parity" in report and "max_abs_error" in report, "the conversion's parity check belongs in the report"
     with caplog.at_level(logging.INFO):
         second = run_local(ROOT / "pipeline.py", overrides, tmp_path / "runs")
     hits = [r for r in caplog.records if "cache hit" in r.getMessage()]

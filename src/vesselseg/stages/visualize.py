@@ -47,6 +47,17 @@ def _provenance(store: ObjectStore, refs: dict[str, InputRef]) -> dict[str, Any]
             "created_at": manifest.created_at,
             "config": manifest.config,
         }
+        # The converted model behind a prediction set: its parity check is the proof these are the trained weights.
+        if "model" in manifest.inputs:
+            model_ref = manifest.inputs["model"]
+            model = read_manifest(store, model_ref)
+            entries[f"{name} model"] = {
+                "uri": model_ref.uri,
+                "manifest_sha256": model_ref.manifest_sha256,
+                "stage": model.stage,
+                "parity": model.summary.get("parity"),
+                "inputs": {key: value.uri for key, value in model.inputs.items()},
+            }
     return entries
 
 
