@@ -21,9 +21,10 @@ def test_notebook_runs_the_pipeline_locally_and_shows_metrics(store_settings, tm
         "seed": 5,
         "data_prep_overrides": {"data": {"synthetic": {"count": 8, "size": 128}}},
         "evaluate_overrides": {"evaluate": {"n_boot": 100}},
+        "finetune_overrides": {"training": {"steps": 4, "val_every": 2, "checkpoint_every": 4}},
     }))
     notebook = nbformat.read(ROOT / "notebooks" / "submit_run.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
