@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,9 @@ from vesselseg.model.official import OfficialImportError
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
 from vesselseg.storage.settings import work_dir
+
+# Per session: another test session sharing the store must not republish (and so invalidate) these artifacts.
+SESSION = f"tests/train/{uuid.uuid4().hex[:8]}"
 from vesselseg.train import TrainingError
 
 pytestmark = pytest.mark.slow
@@ -40,7 +44,7 @@ STEP_KEYS = {"step", "loss", "loss_lm", "loss_bce", "loss_dice", "loss_cldice", 
 
 @pytest.fixture(scope="module")
 def dataset(store_settings):
-    config = {"data": {"synthetic": {"count": 8, "size": 128, "seed": 2}, "split": {"seed": 2}}, "prefix": "tests/train/datasets"}
+    config = {"data": {"synthetic": {"count": 8, "size": 128, "seed": 2}, "split": {"seed": 2}}, "prefix": f"{SESSION}/datasets"}
     return data_prep.run(data_prep.Config.model_validate(config), ObjectStore(store_settings)).dataset
 
 
@@ -53,7 +57,7 @@ def _config(dataset, prefix: str, **training) -> finetune.Config:
 @pytest.fixture(scope="module")
 def reference(dataset, store_settings) -> finetune.Result:
     """The uninterrupted 2-rank ZeRO-2 run."""
-    return finetune.run(_config(dataset, "tests/train/reference", cpu_processes=2), ObjectStore(store_settings))
+    return finetune.run(_config(dataset, f"{SESSION}/reference", cpu_processes=2), ObjectStore(store_settings))
 
 
 def _losses(store: ObjectStore, result: finetune.Result) -> dict[int, float]:
