@@ -97,7 +97,9 @@ def count_flops(model, batch) -> tuple[float, float]:
     model.train()
     # torch 2.11's SDPA FLOP formula rejects grouped-query shapes (Qwen2.5, InternLM2.5): count the same attention
     # in its eager form (plain matmuls), then restore the fast kernel for the timed steps.
-    configs = {id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    configs = {
+        id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")
+    }
     previous = {key: config._attn_implementation for key, config in configs.items()}
     for config in configs.values():
         config._attn_implementation = "eager"
@@ -112,6 +114,12 @@ def count_flops(model, batch) -> tuple[float, float]:
     model.zero_grad(set_to_none=True)
     forward = float(forward_counter.get_total_flops())
     return forward, forward + float(backward_counter.get_total_flops())
+
+
+def train_step(engine, batch) -> None:
+    output = engine(**batch)
+    engine.backward(output.loss)
+    engine.step()
 
 
 def measure(
@@ -131,11 +139,11 @@ def measure(
     built = time.perf_counter()
     model, batch = _model_and_batch(preset, args.micro_batch, args.tiles, device, dtype, seed=0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if preset not in flops:
+        flops[preset] = count_flops(model, batch)  # before checkpointing, which would count recomputation
+    forward_flops, step_flops = flops[preset]
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if preset not in flops:
-        flops[preset] = count_flops(model, batch)
-    forward_flops, step_flops = flops[preset]
     config = FinetuneConfig(
         base_model=f"preset:{preset}",
         steps=args.warmup + args.steps,
@@ -148,19 +156,14 @@ def measure(
     engine = initialize(model, config, world, config.resolve_precision(on_gpu))
     setup_s = time.perf_counter() - built
 
-    def step() -> None:
-        output = engine(**batch)
-        engine.backward(output.loss)
-        engine.step()
-
     for _ in range(args.warmup):
-        step()
+        train_step(engine, batch)
     if on_gpu:
         torch.cuda.synchronize(device)
     dist.barrier()
     started = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        train_step(engine, batch)
     if on_gpu:
         torch.cuda.synchronize(device)
     seconds = torch.tensor([time.perf_counter() - started], device=device)
@@ -235,7 +238,8 @@ def table(rows: list[dict]) -> str:
         f"{first['tiles']} tile(s) = {first['tokens_per_sample']} tokens per sample, activation checkpointing "
         f"{'on' if first['checkpointing'] else 'off'}; {dt.date.today().isoformat()}, host {platform.node()}",
         "",
-        "| preset | ZeRO | GPUs | ms/step | samples/s | tokens/s | model TFLOP/s per GPU | % of 790 | peak GB | scaling vs 1 GPU |",
+        "| preset | ZeRO | GPUs | ms/step | samples/s | tokens/s | model TFLOP/s per GPU | % of 790 | peak GB "
+        "| scaling vs 1 GPU |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -269,7 +273,9 @@ def report(results: Path) -> None:
 def dry_run(args: argparse.Namespace) -> None:
     """The GPU path on the CPU: tiny preset, gloo, fp32, 1 and 2 ranks, a couple of steps."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH")])
+    )
     with tempfile.TemporaryDirectory() as results:
         for ranks in (1, 2):
             subprocess.run(

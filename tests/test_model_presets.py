@@ -47,4 +47,4 @@ def test_unknown_preset_and_overrides(tokenizer):
     with pytest.raises(ValueError, match="unknown preset 'sa2va-2b'"):
         preset_config("sa2va-2b", tokenizer)
     assert preset_config("tiny", tokenizer, mask_loss="official_lowres").mask_loss == "official_lowres"
-    assert set(PRESETS) == {"tiny", "sa2va-1b", "sa2va-4b", "sa2va-8b", "sa2va-26b"}
+    assert set(PRESETS) == {"tiny", "tiny-refined", "sa2va-1b", "sa2va-4b", "sa2va-8b", "sa2va-26b"}

@@ -1,11 +1,11 @@
-"""The optional thin-vessel mask refiner: off in every preset, a no-op when untrained, trained by the recipe."""
+"""The optional thin-vessel mask refiner: off in the official presets, a no-op untrained, trained by the recipe."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vesselseg.model import PRESETS, Sa2VAModel, apply_training_recipe, build_preset, prompts, preset_config
+from vesselseg.model import PRESETS, Sa2VAModel, apply_training_recipe, build_preset, preset_config, prompts
 from vesselseg.model.tokenizer import build_tokenizer
 
 
@@ -13,15 +13,32 @@ def _batch(processor, size=(200, 180)):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     mask = (rng.random(size) < 0.1).astype(np.uint8)
-    return processor([image], [prompts.segmentation_prompt("blood vessels")], answers=[prompts.FORCED_ANSWER], masks=[mask])
+    return processor(
+        [image], [prompts.segmentation_prompt("blood vessels")], answers=[prompts.FORCED_ANSWER], masks=[mask]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_no_preset_has_the_refiner(name):
+def test_only_tiny_refined_has_the_refiner(name):
     with torch.device("meta"):
         model = Sa2VAModel(preset_config(name, build_tokenizer()))
-    assert model.config.mask_refiner_channels == 0 and model.mask_refiner is None
-    assert not any(key.startswith("mask_refiner.") for key in model.state_dict())
+    has_refiner = any(key.startswith("mask_refiner.") for key in model.state_dict())
+    assert has_refiner == (model.mask_refiner is not None) == (model.config.mask_refiner_channels > 0)
+    assert has_refiner == (name == "tiny-refined")
+
+
+def test_tiny_refined_draws_masks_at_512_px_with_the_encoder_cost_of_tiny():
+    refined, processor = build_preset("tiny-refined")
+    plain, _ = build_preset("tiny")
+    with torch.no_grad():
+        logits = refined(**_batch(processor)).mask_logits
+    assert logits.shape == (1, 512, 512)
+    # An 8-px patch stride at 512 px gives the Hiera stages the token grids tiny has at 256 px.
+    grids = [
+        refined.config.sam2_config.vision_config.backbone_feature_sizes,
+        plain.config.sam2_config.vision_config.backbone_feature_sizes,
+    ]
+    assert grids[0] == grids[1]
 
 
 def test_untrained_refiner_is_exactly_bilinear_upsampling_to_the_sam2_input():

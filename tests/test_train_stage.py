@@ -29,22 +29,31 @@ from vesselseg.model import Sa2VAConfig, Sa2VAModel, apply_training_recipe
 from vesselseg.model.official import OfficialImportError
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
-from vesselseg.storage.settings import work_dir
-
-# Per session: another test session sharing the store must not republish (and so invalidate) these artifacts.
-SESSION = f"tests/train/{uuid.uuid4().hex[:8]}"
 from vesselseg.train import TrainingError
 
 pytestmark = pytest.mark.slow
 
-TRAINING = {"steps": 8, "checkpoint_every": 2, "val_every": 4, "global_batch_size": 4, "micro_batch_size": 2, "log_every": 4}
+# Per session: another test session sharing the store must not republish (and so invalidate) these artifacts.
+SESSION = f"tests/train/{uuid.uuid4().hex[:8]}"
+
+TRAINING = {
+    "steps": 8,
+    "checkpoint_every": 2,
+    "val_every": 4,
+    "global_batch_size": 4,
+    "micro_batch_size": 2,
+    "log_every": 4,
+}
 STEP_KEYS = {"step", "loss", "loss_lm", "loss_bce", "loss_dice", "loss_cldice", "lr", "grad_norm", "step_s",
              "samples_per_s", "tokens_per_s", "memory_gb"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def dataset(store_settings):
-    config = {"data": {"synthetic": {"count": 8, "size": 128, "seed": 2}, "split": {"seed": 2}}, "prefix": f"{SESSION}/datasets"}
+    config = {
+        "data": {"synthetic": {"count": 8, "size": 128, "seed": 2}, "split": {"seed": 2}},
+        "prefix": f"{SESSION}/datasets",
+    }
     return data_prep.run(data_prep.Config.model_validate(config), ObjectStore(store_settings)).dataset
 
 
@@ -71,7 +80,9 @@ def _assert_same_curve(a: dict[int, float], b: dict[int, float], rel: float) -> 
         assert a[step] == pytest.approx(b[step], rel=rel), f"step {step}: {a[step]} vs {b[step]}"
 
 
-def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(reference, store: ObjectStore, tmp_path: Path) -> None:
+def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(
+    reference, store: ObjectStore, tmp_path: Path
+) -> None:
     root = store.key_of(reference.training.uri).removesuffix("final/")
     manifests = sorted(k.removeprefix(root) for k in store.list(root) if k.endswith("manifest.json"))
     # keep_checkpoints=2: steps 2 and 4 were pruned once 6 and 8 were complete.
@@ -81,7 +92,9 @@ def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(reference, sto
     assert (tmp_path / "checkpoint" / "latest").read_text().strip() == "global_step8"
     shards = sorted(p.name for p in (tmp_path / "checkpoint" / "global_step8").iterdir())
     assert shards == [
-        "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+        "mp_rank_00_model_states.pt",
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
     ]  # fmt: skip
     assert {"config.json", "tokenizer.json"} <= {p.name for p in (tmp_path / "model").iterdir()}
     rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -90,9 +103,11 @@ def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(reference, sto
     assert steps[-1]["loss"] < steps[0]["loss"] and all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 for r in steps)
     assert [r["step"] for r in rows if "val_dice" in r] == [4, 8]
     summary = json.loads((tmp_path / "train_summary.json").read_text())
-    assert (summary["world_size"], summary["zero_stage"], summary["precision"], summary["final_step"]) == (2, 2, "fp32", 8)
+    layout = (summary["world_size"], summary["zero_stage"], summary["precision"], summary["final_step"])
+    assert layout == (2, 2, "fp32", 8)
     assert summary["best_step"] in (4, 8) and summary["config"]["steps"] == 8
-    assert not (work_dir() / "scratch" / f"finetune-{reference.summary.run_key}").exists(), "local scratch left behind"
+    job = finetune.prepare(_config(dataset, f"{SESSION}/reference", cpu_processes=2), store)
+    assert not Path(job.workdir).exists() and not Path(f"{job.workdir}-launch").exists(), "local scratch left behind"
 
 
 def _consolidated(folder: Path) -> dict[str, torch.Tensor]:
@@ -103,7 +118,9 @@ def _consolidated(folder: Path) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def test_zero3_gives_the_zero2_curve_and_weights(dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+def test_zero3_gives_the_zero2_curve_and_weights(
+    dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path
+) -> None:
     result = finetune.run(_config(dataset, prefix, cpu_processes=2, zero_stage=3), store)
     _assert_same_curve(_losses(store, result), _losses(store, reference), rel=1e-4)
     fetch_dir(store, result.training, tmp_path / "zero3")
@@ -122,7 +139,9 @@ def test_zero3_gives_the_zero2_curve_and_weights(dataset, reference, store: Obje
     assert any(not torch.equal(zero2[n], initial[n]) for n in zero2), "training changed no weight"
 
 
-def test_one_rank_matches_two_ranks_with_the_same_global_batch(dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+def test_one_rank_matches_two_ranks_with_the_same_global_batch(
+    dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path
+) -> None:
     result = finetune.run(_config(dataset, prefix, cpu_processes=1, final_model="best"), store)
     assert result.summary.world_size == 1 and result.summary.gradient_accumulation == 2
     _assert_same_curve(_losses(store, result), _losses(store, reference), rel=1e-4)
@@ -132,7 +151,9 @@ def test_one_rank_matches_two_ranks_with_the_same_global_batch(dataset, referenc
     assert (tmp_path / "checkpoint" / "latest").read_text().strip() == f"global_step{result.summary.best_step}"
 
 
-def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(dataset, reference, store: ObjectStore, prefix: str) -> None:
+def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
+    dataset, reference, store: ObjectStore, prefix: str
+) -> None:
     config = _config(dataset, prefix, cpu_processes=2)
     run_root = f"{prefix}/{reference.summary.run_key}/"
     child = subprocess.Popen(
@@ -154,12 +175,19 @@ def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(dataset, refe
     assert resumed.summary.resumed_from == [resumed.resumed_from_step]
     _assert_same_curve(_losses(store, resumed), _losses(store, reference), rel=1e-6)
     assert resumed.summary.final_loss == pytest.approx(reference.summary.final_loss, rel=1e-6)
+    job = finetune.prepare(config, store)
+    leftovers = [p for p in (Path(job.workdir), Path(f"{job.workdir}-launch")) if p.exists()]
+    assert not leftovers, f"the killed launch's scratch was not cleaned: {leftovers}"
 
 
-def test_explicit_resume_of_a_checkpoint_for_another_model_is_refused(dataset, reference, store: ObjectStore, prefix: str) -> None:
+def test_explicit_resume_of_a_checkpoint_for_another_model_is_refused(
+    dataset, reference, store: ObjectStore, prefix: str
+) -> None:
     step = store.uri(store.key_of(reference.training.uri).removesuffix("final/") + "step-8/")
     config = _config(dataset, prefix, cpu_processes=2, sam2={"image_size": 128}, resume=step)
-    with pytest.raises(TrainingError, match=r"does not match the model being trained: .*image_size \(256 in the checkpoint, 128 here\)"):
+    with pytest.raises(
+        TrainingError, match=r"does not match the model being trained: .*image_size \(256 in the checkpoint, 128 here\)"
+    ):
         finetune.run(config, store)
     other_layout = _config(dataset, prefix, cpu_processes=1, resume=step)
     with pytest.raises(TrainingError, match="written by 2 ranks with ZeRO stage 2; this run has 1 ranks"):
@@ -257,9 +285,15 @@ def test_store_down_at_checkpoint_time_fails_loudly_and_keeps_the_last_checkpoin
     headline = str(error).splitlines()[0]
     assert "failed on rank 0" in headline and "worker exit code 1" in headline, headline
     assert "StorageError: upload: cannot reach the object store" in headline, headline
-    steps = sorted(int(k.split("/step-")[1].split("/")[0]) for k in store.list(f"{prefix}/") if k.endswith("manifest.json"))
+    steps = sorted(
+        int(k.split("/step-")[1].split("/")[0]) for k in store.list(f"{prefix}/") if k.endswith("manifest.json")
+    )
     assert steps and steps[-1] < 60 and not any(k.endswith("final/manifest.json") for k in store.list(f"{prefix}/"))
-    newest = store.uri(next(k for k in store.list(f"{prefix}/") if k.endswith(f"step-{steps[-1]}/manifest.json")).removesuffix("manifest.json"))
+    newest = store.uri(
+        next(k for k in store.list(f"{prefix}/") if k.endswith(f"step-{steps[-1]}/manifest.json")).removesuffix(
+            "manifest.json"
+        )
+    )
     fetch_dir(store, newest, tmp_path)  # complete and verified against its manifest
     assert (tmp_path / "checkpoint" / "latest").read_text().strip() == f"global_step{steps[-1]}"
     with pytest.raises(StorageError):

@@ -77,7 +77,7 @@ def test_augmentation_moves_image_and_mask_together() -> None:
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     first = augment(image, mask[:32, :32], AugmentConfig(), np.random.default_rng(5))
     again = augment(image, mask[:32, :32], AugmentConfig(), np.random.default_rng(5))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
 
 
 def test_colour_jitter_leaves_the_mask_alone_and_disabled_is_identity() -> None:
@@ -94,7 +94,7 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine() -> None:
     factors = [lr_factor(step, total_steps=20, warmup_steps=4, min_ratio=0.1) for step in range(20)]
     assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert factors[4] == pytest.approx(1.0)
-    assert all(a > b for a, b in zip(factors[4:], factors[5:]))
+    assert all(a > b for a, b in zip(factors[4:], factors[5:], strict=False))
     assert factors[-1] > 0.1 and lr_factor(20, 20, 4, 0.1) == pytest.approx(0.1)
     assert lr_factor(0, 10, 0, 0.0) == pytest.approx(1.0)
 
@@ -115,13 +115,19 @@ def test_batch_sizes_must_divide() -> None:
 def test_deepspeed_config_follows_the_finetune_config() -> None:
     config = FinetuneConfig(global_batch_size=8, micro_batch_size=2, zero_stage=3, lr=1e-4, gradient_clipping=0.5)
     ds = deepspeed_config(config, world_size=2, precision="bf16")
-    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (8, 2, 2)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (
+        8,
+        2,
+        2,
+    )
     assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] and ds["gradient_clipping"] == 0.5
     assert ds["optimizer"] == {
         "type": "AdamW",
         "params": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "torch_adam": True},
     }
-    assert not deepspeed_config(config.model_copy(update={"fused_adam": True}), 2, "bf16")["optimizer"]["params"].get("torch_adam")
+    assert not deepspeed_config(config.model_copy(update={"fused_adam": True}), 2, "bf16")["optimizer"]["params"].get(
+        "torch_adam"
+    )
 
 
 @pytest.mark.parametrize("geometry, logits", [({"image_size": 128}, 32), ({"image_size": 256, "patch_stride": 8}, 32)])
@@ -129,7 +135,12 @@ def test_sam2_geometry_sets_the_mask_resolution(geometry: dict, logits: int) -> 
     model, processor = load_base_model("preset:tiny", {"mask_loss": "official_lowres"}, Sam2Geometry(**geometry))
     assert model.config.mask_loss == "official_lowres" and model.config.sam2_image_size == geometry["image_size"]
     image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-    batch = processor([image], [prompts.segmentation_prompt("blood vessels")], answers=[prompts.FORCED_ANSWER], masks=[image[..., 0] > 128])
+    batch = processor(
+        [image],
+        [prompts.segmentation_prompt("blood vessels")],
+        answers=[prompts.FORCED_ANSWER],
+        masks=[image[..., 0] > 128],
+    )
     output = apply_training_recipe(model)(**batch)
     assert output.mask_logits.shape == (1, logits, logits) and torch.isfinite(output.loss)
     with pytest.raises(TrainingError, match="must be a multiple of 8 × patch stride 8"):
@@ -149,9 +160,14 @@ def test_base_model_specs_that_cannot_work_are_refused(store) -> None:
 
 def test_config_differences_name_the_changed_fields() -> None:
     small = config_fingerprint(model_config("preset:tiny", {}, Sam2Geometry(image_size=128), store=None, folder=None))  # type: ignore[arg-type]
-    large = config_fingerprint(model_config("preset:tiny", {"mask_loss": "official_lowres"}, Sam2Geometry(), store=None, folder=None))  # type: ignore[arg-type]
+    large = config_fingerprint(
+        model_config("preset:tiny", {"mask_loss": "official_lowres"}, Sam2Geometry(), store=None, folder=None)
+    )  # type: ignore[arg-type]
     differences = config_differences(small, large)
-    assert any(d.startswith("sam2_config.prompt_encoder_config.image_size (256 in the checkpoint, 128 here)") for d in differences)
+    assert any(
+        d.startswith("sam2_config.prompt_encoder_config.image_size (256 in the checkpoint, 128 here)")
+        for d in differences
+    )
     assert any(d.startswith("mask_loss") for d in differences)
 
 

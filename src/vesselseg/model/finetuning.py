@@ -2,9 +2,9 @@
 
 Sa2VA's recipe (the config defaults): vision tower frozen, LLM frozen with LoRA (plus full copies of
 `embed_tokens` and `lm_head`, which learn the new `[SEG]` row), SAM2 image encoder frozen, SAM2 mask decoder,
-projector `mlp1` and `text_hidden_fcs` trained; the optional `mask_refiner` (not in Sa2VA) always trains. Only modules that reach the loss are ever trainable, so every
-trainable parameter receives a gradient each step (with multimask output: each candidate's hypernetwork only
-in steps where its mask is chosen):
+projector `mlp1` and `text_hidden_fcs` trained; the optional `mask_refiner` (not in Sa2VA) always trains.
+Only modules that reach the loss are ever trainable, so every trainable parameter receives a gradient each step
+(with multimask output: each candidate's hypernetwork only in steps where its mask is chosen):
   - SAM2's prompt encoder stays frozen: with no points, boxes or masks it only contributes two learned constants;
   - the decoder's IoU and object-score heads stay frozen: no loss reads them (Sa2VA marks them trainable, but
     they never receive a gradient there either);

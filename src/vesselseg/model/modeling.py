@@ -122,9 +122,9 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
         self.text_hidden_fcs = nn.Sequential(
             nn.Linear(llm_dim, llm_dim), nn.ReLU(), nn.Linear(llm_dim, config.prompt_dim)
         )
-        self.mask_refiner = (
-            MaskRefiner(config.mask_refiner_channels, config.mask_refiner_layers) if config.mask_refiner_channels else None
-        )
+        self.mask_refiner = None
+        if config.mask_refiner_channels:
+            self.mask_refiner = MaskRefiner(config.mask_refiner_channels, config.mask_refiner_layers)
         self.post_init()
         if self.mask_refiner is not None:
             # post_init gave every convolution the transformer's N(0, 0.02), too small for a 3×3 conv over a few

@@ -112,26 +112,37 @@ def _official(vision: InternVLVisionConfig, llm: PreTrainedConfig) -> dict:
     return dict(vision_config=vision, text_config=llm, sam2_config=_sam2_hiera_large())
 
 
-def _tiny() -> dict:
-    """About 1.7M parameters. Trained from scratch, so nothing is frozen and there is no LoRA; SAM2 at 256 px with its
-    high-resolution features and the full-resolution loss, which DESIGN.md found necessary for thin vessels."""
+def _tiny_sam2(image_size: int = 256, patch_stride: int = 4) -> Sam2Config:
+    """`tiny`'s SAM2. Feature maps sit at patch_stride × 1, 2, 4 and the prompt grid at 4 × patch_stride; a kernel of
+    2·stride − 1 overlaps neighbouring patches as SAM2's own 7×7 / 4 does."""
+    grid = image_size // patch_stride
     sam2 = Sam2Config(
         vision_config=Sam2VisionConfig(
             backbone_config=Sam2HieraDetConfig(
-                hidden_size=32, num_attention_heads=1, image_size=[256, 256], blocks_per_stage=[1, 1, 2, 1],
+                hidden_size=32, num_attention_heads=1, image_size=[image_size, image_size],
+                patch_kernel_size=[2 * patch_stride - 1] * 2, patch_stride=[patch_stride] * 2,
+                patch_padding=[patch_stride - 1] * 2, blocks_per_stage=[1, 1, 2, 1],
                 embed_dim_per_stage=[32, 64, 128, 256], num_attention_heads_per_stage=[1, 1, 2, 4],
                 window_size_per_stage=[8, 4, 8, 4], global_attention_blocks=[3],
             ),
             backbone_channel_list=[256, 128, 64, 32],
-            backbone_feature_sizes=[[64, 64], [32, 32], [16, 16]],
+            backbone_feature_sizes=[[grid, grid], [grid // 2, grid // 2], [grid // 4, grid // 4]],
             fpn_hidden_size=64,
         ),
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=64, image_size=256, patch_size=16),
+        prompt_encoder_config=Sam2PromptEncoderConfig(
+            hidden_size=64, image_size=image_size, patch_size=4 * patch_stride
+        ),
         mask_decoder_config=Sam2MaskDecoderConfig(
             hidden_size=64, mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=64,
             dynamic_multimask_via_stability=False,
         ),
     )
+    return sam2
+
+
+def _tiny(sam2: Sam2Config | None = None) -> dict:
+    """About 1.7M parameters. Trained from scratch, so nothing is frozen and there is no LoRA; SAM2 at 256 px with its
+    high-resolution features and the full-resolution loss, which DESIGN.md found necessary for thin vessels."""
     return dict(
         vision_config=InternVLVisionConfig(
             hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
@@ -141,7 +152,7 @@ def _tiny() -> dict:
             vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
         ),
-        sam2_config=sam2,
+        sam2_config=sam2 or _tiny_sam2(),
         max_tiles=1,
         use_thumbnail=False,
         sam2_multimask_output=False,
@@ -153,8 +164,16 @@ def _tiny() -> dict:
     )
 
 
+def _tiny_refined() -> dict:
+    """`tiny` for 512-px fundus images, with the thin-vessel refiner Sa2VA does not have (MODEL_CARD.md): SAM2 reads the
+    image at 512 px through an 8-px patch stride, so its encoder costs what `tiny`'s costs at 256 px, and the refiner
+    draws the mask at 512 px, where 1–2 px vessels exist. What the demo fine-tunes."""
+    return _tiny(_tiny_sam2(image_size=512, patch_stride=8)) | {"mask_refiner_channels": 16, "mask_refiner_layers": 3}
+
+
 PRESETS: dict[str, Callable[[], dict]] = {
     "tiny": _tiny,
+    "tiny-refined": _tiny_refined,
     "sa2va-1b": lambda: _official(_internvit_300m(), _qwen25(896, 4864, 24, 14)),
     "sa2va-4b": lambda: _official(_internvit_300m(), _qwen25(2048, 11008, 36, 16)),
     "sa2va-8b": lambda: _official(_internvit_300m(), _internlm25_as_llama(4096, 14336, 32, 32)),

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from vesselseg.stages.scratch import scratch_dir
 from vesselseg.model import Sa2VAConfig
+from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
 from vesselseg.storage.settings import work_dir
@@ -62,7 +62,9 @@ def _check_resume(store: ObjectStore, uri: str, model: Sa2VAConfig, ranks: int, 
     """An explicitly named checkpoint must be a step artifact of the same model, world size and ZeRO stage."""
     manifest = read_manifest(store, uri)
     if manifest.kind != ckpt.STEP_KIND:
-        raise TrainingError(f"resume: {uri} is a {manifest.kind!r} artifact, not a step checkpoint ({ckpt.STEP_KIND!r})")
+        raise TrainingError(
+            f"resume: {uri} is a {manifest.kind!r} artifact, not a step checkpoint ({ckpt.STEP_KIND!r})"
+        )
     fetch_dir(store, uri, folder, only=[ckpt.STATE_FILE, f"{ckpt.MODEL_DIR}/config.json"])
     ckpt.check_compatible(ckpt.read_state(folder), uri, model, folder / ckpt.MODEL_DIR, ranks, zero_stage)
 
@@ -110,7 +112,8 @@ def prepare(config: Config, store: ObjectStore) -> TrainJob:
         prefix=config.prefix.strip("/"),
         run_key=run_key,
         precision=precision,
-        workdir=str(work_dir() / "scratch" / f"{NAME}-{run_key}"),
+        # One folder per run, known to every rank; the prefix keeps equal runs published elsewhere apart.
+        workdir=str(work_dir() / "scratch" / f"{NAME}-{content_key(config.prefix.strip('/'), run_key)}"),
         stage_config=config.model_dump(mode="json"),
     )
 
@@ -119,7 +122,12 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     store = store or ObjectStore()
     store.check()
     job = prepare(config, store)
-    log.info("finetune run %s: %s, results under %s", job.run_key, job.config.base_model, store.uri(f"{job.prefix}/{job.run_key}/"))
+    log.info(
+        "finetune run %s: %s, results under %s",
+        job.run_key,
+        job.config.base_model,
+        store.uri(f"{job.prefix}/{job.run_key}/"),
+    )
     if launched_rank():
         from vesselseg.train.loop import train
 
@@ -127,12 +135,15 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     import torch
 
     on_gpu = torch.cuda.is_available()
-    with scratch_dir(NAME) as scratch:
-        job_file, result_file = scratch / "job.json", scratch / "result.json"
-        job_file.write_text(job.model_dump_json(indent=2))
-        try:
-            run_workers(job_file, result_file, _ranks(config.training, on_gpu), on_gpu)
-        finally:
-            # The ranks clean up after themselves; this covers ranks that died before they could.
-            shutil.rmtree(job.workdir, ignore_errors=True)
-        return Result.model_validate_json(result_file.read_text())
+    # Named by the run, so a launch killed before it could clean up is cleaned by the one that resumes it.
+    launch = Path(f"{job.workdir}-launch")
+    shutil.rmtree(launch, ignore_errors=True)
+    launch.mkdir(parents=True)
+    try:
+        (launch / "job.json").write_text(job.model_dump_json(indent=2))
+        run_workers(launch / "job.json", launch / "result.json", _ranks(config.training, on_gpu), on_gpu)
+        return Result.model_validate_json((launch / "result.json").read_text())
+    finally:
+        # The ranks remove their work folder themselves; this covers ranks that died first.
+        shutil.rmtree(job.workdir, ignore_errors=True)
+        shutil.rmtree(launch, ignore_errors=True)

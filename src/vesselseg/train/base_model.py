@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from vesselseg.model import Sa2VAConfig, Sa2VAModel, Sa2VAProcessor, build_tokenizer, preset_config
 from vesselseg.errors import StorageError
+from vesselseg.model import Sa2VAConfig, Sa2VAModel, Sa2VAProcessor, build_tokenizer, preset_config
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
 from vesselseg.storage.artifact import content_key
 from vesselseg.train.config import Sam2Geometry
@@ -124,7 +124,9 @@ def _preset_config(spec: str, overrides: dict[str, Any], sam2: Sam2Geometry) -> 
     return config
 
 
-def model_config(spec: str, overrides: dict[str, Any], sam2: Sam2Geometry, store: ObjectStore, folder: Path) -> Sa2VAConfig:
+def model_config(
+    spec: str, overrides: dict[str, Any], sam2: Sam2Geometry, store: ObjectStore, folder: Path
+) -> Sa2VAConfig:
     """The Sa2VAConfig a run trains, without building weights (of an artifact, only config.json is fetched)."""
     if spec.startswith(PRESET):
         return _preset_config(spec, overrides, sam2)

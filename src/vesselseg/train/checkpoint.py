@@ -16,6 +16,7 @@ pruned only after a newer one is complete; a failed upload raises and never touc
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -61,9 +62,9 @@ class TrainState(BaseModel):
     resumed_from: list[int] = []
 
 
-def write_model_folder(processor: Sa2VAProcessor, folder: Path) -> None:
+def write_model_folder(config: Sa2VAConfig, processor: Sa2VAProcessor, folder: Path) -> None:
     """Config and tokenizer: with a checkpoint that holds every parameter, enough to rebuild the module."""
-    processor.config.save_pretrained(folder)
+    config.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 
@@ -102,7 +103,13 @@ class RunArtifacts:
         return resolve(self.store, self.store.uri(self.step_key(step)))
 
     def publish(
-        self, local: Path, key: str, kind: str, stage_config: dict[str, Any], inputs: dict[str, InputRef], summary: dict[str, Any]
+        self,
+        local: Path,
+        key: str,
+        kind: str,
+        stage_config: dict[str, Any],
+        inputs: dict[str, InputRef],
+        summary: dict[str, Any],
     ) -> InputRef:
         ref, _ = publish_dir(
             self.store, local, key, kind=kind, stage=STAGE, config=stage_config, inputs=inputs, summary=summary
@@ -154,6 +161,16 @@ def read_state(folder: Path) -> TrainState:
 
 
 def assemble(source: Path, target: Path) -> None:
-    """Copies a step folder's model/ and checkpoint/ into `target`, the final artifact's staging folder."""
+    """Puts a step folder's model/ and checkpoint/ into `target`, the final artifact's staging folder.
+
+    Hard links where the file system allows: a large model's checkpoint is not copied a second time.
+    """
     for name in (MODEL_DIR, CHECKPOINT_DIR):
-        shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+        shutil.copytree(source / name, target / name, dirs_exist_ok=True, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -44,7 +44,7 @@ class AugmentConfig(BaseModel):
 
 
 class Sam2Geometry(BaseModel):
-    """A preset's SAM2 input size and Hiera patch stride (None keeps the preset's; see base_model.with_sam2_geometry)."""
+    """A preset's SAM2 input size and Hiera patch stride; None keeps the preset's (base_model.with_sam2_geometry)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,7 +64,7 @@ class FinetuneConfig(BaseModel):
 
     base_model: str = Field(
         "preset:tiny",
-        description="`preset:<name>` (random init), an s3:// Hugging Face model folder artifact, or `official:<folder>`",
+        description="`preset:<name>` (random init), an s3:// Hugging Face model folder artifact, or official:<folder>",
     )
     model_overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -96,9 +96,15 @@ class FinetuneConfig(BaseModel):
     final_model: Literal["last", "best"] = Field(
         "last", description="`best`: the final artifact holds the step with the highest validation Dice"
     )
-    checkpoint_every: int = Field(100, ge=1, description="publish a resumable checkpoint every N steps (and at the end)")
-    keep_checkpoints: int = Field(2, ge=1, description="step checkpoints kept in the store (the best one is always kept)")
-    resume: str = Field("auto", description="`auto` (newest complete checkpoint of this run), `never`, or a step artifact URI")
+    checkpoint_every: int = Field(
+        100, ge=1, description="publish a resumable checkpoint every N steps (and at the end)"
+    )
+    keep_checkpoints: int = Field(
+        2, ge=1, description="step checkpoints kept in the store (the best one is always kept)"
+    )
+    resume: str = Field(
+        "auto", description="`auto` (newest complete checkpoint of this run), `never`, or a step artifact URI"
+    )
 
     log_every: int = Field(10, ge=1, description="console progress line every N steps (the JSONL has every step)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
@@ -109,7 +115,8 @@ class FinetuneConfig(BaseModel):
     def _check(self) -> FinetuneConfig:
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
-                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
+                f"global_batch_size {self.global_batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size}"
             )
         if self.final_model == "best" and self.val_every is None:
             raise ValueError("final_model 'best' needs validation: set val_every")

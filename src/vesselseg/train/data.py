@@ -40,12 +40,16 @@ def split_samples(dataset: PreparedDataset, split: str) -> list[Sample]:
     samples = []
     for sample_id in ids:
         if sample_id not in texts or len(texts[sample_id]) != 1:
-            raise DataError(f"{path}: sample {sample_id!r} needs exactly one referring text, found {texts.get(sample_id)}")
+            raise DataError(
+                f"{path}: sample {sample_id!r} needs exactly one referring text, found {texts.get(sample_id)}"
+            )
         samples.append(Sample(sample_id, texts[sample_id][0]))
     return samples
 
 
-def augment(image: np.ndarray, mask: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray, mask: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """One random draw applied to a uint8 H×W×3 image and its bool H×W mask.
 
     Every random number is drawn whether or not its transform is enabled, so switching one transform off does
@@ -53,7 +57,9 @@ def augment(image: np.ndarray, mask: np.ndarray, config: AugmentConfig, rng: np.
     """
     hflip, vflip = rng.random() < config.hflip, rng.random() < config.vflip
     angle = rng.uniform(-config.rotation_deg, config.rotation_deg)
-    brightness, contrast, saturation = (1 + rng.uniform(-v, v) for v in (config.brightness, config.contrast, config.saturation))
+    brightness, contrast, saturation = (
+        1 + rng.uniform(-v, v) for v in (config.brightness, config.contrast, config.saturation)
+    )
     hue = rng.uniform(-config.hue, config.hue)
     if not config.enabled:
         return image, mask
@@ -140,7 +146,9 @@ class MicroBatches(torch.utils.data.Dataset):
         for slot in self.order.micro_batch(step, accumulation, self.rank, self.world_size):
             sample = self.samples[self.order.sample_index(positions[slot])]
             rng = np.random.default_rng([self.order.seed, step, slot])
-            image, mask = augment(self.dataset.image(sample.sample_id), self.dataset.mask(sample.sample_id), self.augmentation, rng)
+            image, mask = augment(
+                self.dataset.image(sample.sample_id), self.dataset.mask(sample.sample_id), self.augmentation, rng
+            )
             images.append(image)
             masks.append(mask)
             prompts.append(segmentation_prompt(sample.text))

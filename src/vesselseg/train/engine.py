@@ -24,7 +24,11 @@ _NEVER = 1 << 30
 
 
 def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precision) -> dict[str, Any]:
-    zero: dict[str, Any] = {"stage": config.zero_stage, "contiguous_gradients": True, "overlap_comm": precision == "bf16"}
+    zero: dict[str, Any] = {
+        "stage": config.zero_stage,
+        "contiguous_gradients": True,
+        "overlap_comm": precision == "bf16",
+    }
     if config.zero_stage == 3:
         # The checkpoint keeps ZeRO's partitions; the convert stage consolidates them with zero_to_fp32.
         zero["stage3_gather_16bit_weights_on_model_save"] = False

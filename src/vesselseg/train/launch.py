@@ -101,7 +101,9 @@ def failure_message(code: int, output: str) -> str:
     """The failing rank, its exit code and exception (from torchrun's error summary), then the output's tail."""
     ranks = re.findall(r"^\s*rank\s*:\s*(\d+)", output, flags=re.MULTILINE)
     exit_codes = re.findall(r"^\s*exitcode\s*:\s*(-?\d+)", output, flags=re.MULTILINE)
-    errors = re.findall(r"^(?:\[rank\d+\]:)?\s*((?:[\w.]+\.)?\w+(?:Error|Exception|Interrupt): .*)$", output, flags=re.MULTILINE)
+    errors = re.findall(
+        r"^(?:\[rank\d+\]:)?\s*((?:[\w.]+\.)?\w+(?:Error|Exception|Interrupt): .*)$", output, flags=re.MULTILINE
+    )
     where = f" on rank {ranks[0]}" if ranks else ""
     worker = f", worker exit code {exit_codes[0]}" if exit_codes else ""
     cause = f": {errors[-1].strip()}" if errors else ""

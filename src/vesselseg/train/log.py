@@ -48,7 +48,9 @@ class Progress:
     def __init__(self, first_step: int, total: int, every: int, enabled: bool, terminal: bool) -> None:
         self.total, self.every, self.enabled = total, every, enabled
         self.first_step, self.started = first_step, time.monotonic()
-        self.bar = tqdm(total=total, initial=first_step - 1, unit="step", dynamic_ncols=True) if enabled and terminal else None
+        self.bar = (
+            tqdm(total=total, initial=first_step - 1, unit="step", dynamic_ncols=True) if enabled and terminal else None
+        )
 
     def step(self, row: dict[str, Any]) -> None:
         if not self.enabled:

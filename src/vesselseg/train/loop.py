@@ -103,9 +103,13 @@ class Trainer:
         if self.local_rank == 0:
             shutil.rmtree(self.workdir, ignore_errors=True)
             splits = [self.config.val_split] if self.config.val_every else []
-            fetch_dataset(self.store, self.job.dataset, self.workdir / "dataset", ["train", *splits], ["train", *splits])
+            fetch_dataset(
+                self.store, self.job.dataset, self.workdir / "dataset", ["train", *splits], ["train", *splits]
+            )
             fetch_dir(
-                self.store, self.job.dataset, self.workdir / "dataset",
+                self.store,
+                self.job.dataset,
+                self.workdir / "dataset",
                 only=[f"annotations/{split}.json" for split in ["train", *splits]],
             )
             fetch_base_model(self.job.base_model, self.store, self.workdir / "base")
@@ -117,8 +121,12 @@ class Trainer:
         config = self.config
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         model, self.processor = load_base_model(
-            config.base_model, config.model_overrides, config.sam2, folder=self.workdir / "base",
-            device=self.device, dtype=torch.bfloat16 if self.job.precision == "bf16" else torch.float32,
+            config.base_model,
+            config.model_overrides,
+            config.sam2,
+            folder=self.workdir / "base",
+            device=self.device,
+            dtype=torch.bfloat16 if self.job.precision == "bf16" else torch.float32,
         )
         model = apply_training_recipe(model)
         if config.activation_checkpointing:
@@ -160,7 +168,9 @@ class Trainer:
         result = None
         if self.rank == 0:
             log.info("run %s is already complete at %s; nothing to train", self.job.run_key, final.uri)
-            summary = TrainSummary.model_validate_json(self.store.get_bytes(self.artifacts.final_key + ckpt.SUMMARY_FILE))
+            summary = TrainSummary.model_validate_json(
+                self.store.get_bytes(self.artifacts.final_key + ckpt.SUMMARY_FILE)
+            )
             result = TrainResult(training=final, summary=summary, resumed_from_step=None)
         return _broadcast(result)
 
@@ -172,12 +182,19 @@ class Trainer:
         if self.rank == 0:
             log.info(
                 "ready after %.0f s: %.0f s to launch %d ranks, %.0f s to fetch inputs, %.0f s to build and load",
-                time.monotonic() - self.started + self.started_after, self.started_after, self.world, self.fetch_s,
+                time.monotonic() - self.started + self.started_after,
+                self.started_after,
+                self.world,
+                self.fetch_s,
                 time.monotonic() - build_started,
             )
         self.state = state or ckpt.TrainState(
-            step=0, run_key=self.job.run_key, model_digest=config_digest(self.model_config), world_size=self.world,
-            zero_stage=config.zero_stage, precision=self.job.precision,
+            step=0,
+            run_key=self.job.run_key,
+            model_digest=config_digest(self.model_config),
+            world_size=self.world,
+            zero_stage=config.zero_stage,
+            precision=self.job.precision,
         )
         if start:
             self.state.resumed_from.append(start)
@@ -189,13 +206,23 @@ class Trainer:
         batches = iter(
             loader(
                 MicroBatches(
-                    dataset, train_samples, self.processor, order, config.augment, start + 1, config.steps,
-                    self.accumulation, self.rank, self.world,
+                    dataset,
+                    train_samples,
+                    self.processor,
+                    order,
+                    config.augment,
+                    start + 1,
+                    config.steps,
+                    self.accumulation,
+                    self.rank,
+                    self.world,
                 ),
                 config.num_workers,
             )
         )
-        progress = Progress(start + 1, config.steps, config.log_every, self.rank == 0, os.environ.get("VESSELSEG_TTY") == "1")
+        progress = Progress(
+            start + 1, config.steps, config.log_every, self.rank == 0, os.environ.get("VESSELSEG_TTY") == "1"
+        )
         if start:
             progress.note(f"resumed from {resume.uri} at step {start}")
         earlier_s, launch_started = self.state.train_s, time.monotonic()
@@ -206,13 +233,21 @@ class Trainer:
             progress.step(row)
             improved = False
             if config.val_every and (step % config.val_every == 0 or step == config.steps):
-                scores = validation_dice(self.engine.module, self.processor, dataset, val_samples, config.micro_batch_size, self.device)
+                scores = validation_dice(
+                    self.engine.module, self.processor, dataset, val_samples, config.micro_batch_size, self.device
+                )
                 self.train_log.add({"step": step, **scores})
-                progress.note(f"step {step}: validation Dice {scores['val_dice']:.4f} (tuned {scores['val_dice_tuned']:.4f})")
+                progress.note(
+                    f"step {step}: validation Dice {scores['val_dice']:.4f} (tuned {scores['val_dice_tuned']:.4f})"
+                )
                 if self.state.best_val_dice is None or scores["val_dice"] > self.state.best_val_dice:
                     self.state.best_step, self.state.best_val_dice, improved = step, scores["val_dice"], True
             self.state.step = step
-            if step % config.checkpoint_every == 0 or step == config.steps or (improved and config.final_model == "best"):
+            if (
+                step % config.checkpoint_every == 0
+                or step == config.steps
+                or (improved and config.final_model == "best")
+            ):
                 self.state.train_s = earlier_s + time.monotonic() - launch_started
                 self._checkpoint(step)
         progress.close()
@@ -238,7 +273,9 @@ class Trainer:
             engine.step()
             has_cldice = output.mask_cldice_loss is not None
             parts = [output.loss, output.lm_loss, output.mask_bce_loss, output.mask_dice_loss, output.mask_cldice_loss]
-            totals += torch.tensor([0.0 if p is None else float(p.detach()) for p in parts] + [float(batch.attention_mask.sum())])
+            totals += torch.tensor(
+                [0.0 if p is None else float(p.detach()) for p in parts] + [float(batch.attention_mask.sum())]
+            )
         totals = totals.to(self.device)
         dist.all_reduce(totals)
         memory = torch.tensor([_peak_memory_gb(self.device)], device=self.device)
@@ -275,12 +312,21 @@ class Trainer:
         dist.barrier()
         if self.rank != 0:
             return
-        ckpt.write_model_folder(self.processor, folder / ckpt.MODEL_DIR)
+        ckpt.write_model_folder(self.model_config, self.processor, folder / ckpt.MODEL_DIR)
         self.train_log.write(folder / ckpt.LOG_FILE)
         (folder / ckpt.STATE_FILE).write_text(self.state.model_dump_json(indent=2))
         ref = self.artifacts.publish(
-            folder, self.artifacts.step_key(step), ckpt.STEP_KIND, self.job.stage_config, self._inputs(),
-            {"step": step, "run_key": self.job.run_key, "best_step": self.state.best_step, "best_val_dice": self.state.best_val_dice},
+            folder,
+            self.artifacts.step_key(step),
+            ckpt.STEP_KIND,
+            self.job.stage_config,
+            self._inputs(),
+            {
+                "step": step,
+                "run_key": self.job.run_key,
+                "best_step": self.state.best_step,
+                "best_val_dice": self.state.best_val_dice,
+            },
         )
         log.info("checkpoint of step %d published at %s", step, ref.uri)
         protect = {self.state.best_step} if self.config.final_model == "best" and self.state.best_step else set()
@@ -308,7 +354,11 @@ class Trainer:
         summary = self._summary(final_step)
         (staging / ckpt.SUMMARY_FILE).write_text(summary.model_dump_json(indent=2))
         ref = self.artifacts.publish(
-            staging, self.artifacts.final_key, ckpt.FINAL_KIND, self.job.stage_config, self._inputs(),
+            staging,
+            self.artifacts.final_key,
+            ckpt.FINAL_KIND,
+            self.job.stage_config,
+            self._inputs(),
             summary.model_dump(mode="json", exclude={"config"}),
         )
         log.info("training artifact published at %s", ref.uri)

@@ -46,7 +46,7 @@ def validation_dice(
         batch_size=batch_size,
     )
     histograms = torch.zeros(2, 256, dtype=torch.int64)
-    for sample, result in zip(share, results):
+    for sample, result in zip(share, results[: len(share)], strict=True):
         counts = image_counts(
             probability_to_uint8(result.probabilities[0]), dataset.mask(sample.sample_id), dataset.fov(sample.sample_id)
         )
