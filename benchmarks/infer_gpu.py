@@ -3,7 +3,7 @@
     benchmarks/infer_gpu.sh              # 4 GPUs (else 2): random-weight sa2va-26b and sa2va-4b in bf16
     benchmarks/infer_gpu.sh --dry-run    # the tiny preset on the CPU: checks the script end to end
 
-Cases (same synthetic 584×565 images, same micro-batches, one warm-up batch per copy, timing from the moment
+Cases (same synthetic 584×565 images read from PNG files as the stage reads a dataset's, same micro-batches, one warm-up batch per copy, timing from the moment
 every copy is loaded and warm to the last result):
   - sa2va-26b, accelerate's balanced `infer_auto_device_map` over all GPUs, one batch at a time: the old work's
     `device_map="auto"` (the baseline);
@@ -11,7 +11,9 @@ every copy is loaded and warm to the last result):
   - sa2va-26b with every GPU capped at 40 GiB (as on 40 GB cards, where a copy does not fit): the baseline under
     the cap, `sharded` (balanced layout, one batch at a time) and `pipelined` (the chooser's pick under the cap);
   - sa2va-4b, `forced` against `generate`.
-Weights are seeded random, built on the meta device and created directly on their GPUs in bf16. Every 26B case's
+Weights are seeded random, built on the meta device and created directly on their GPUs in bf16, with the mask
+head's output layer scaled per preset so that the random logits have a standard deviation of 2 on the first
+micro-batch: unscaled, every map is 0.5 ± 0.01 and comparing layouts would compare rounding noise. Every 26B case's
 maps are compared with the replicas' (bf16 tolerance below). The table goes to stdout, and with OUT set to
 $OUT/infer_gpu.md (+ .json).
 """
@@ -26,9 +28,11 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import accelerate
 import numpy as np
@@ -37,6 +41,7 @@ import transformers
 
 from vesselseg.infer import (
     Execution,
+    FileImages,
     InferConfig,
     PredictorSpec,
     RandomPreset,
@@ -49,12 +54,15 @@ from vesselseg.infer import (
     visible_gpus,
 )
 from vesselseg.infer.strategy import Gpu, Plan
+from vesselseg.model import predict
 from vesselseg.model.prompts import segmentation_prompt
 
 PROMPT = segmentation_prompt("blood vessels")
 # bf16 tolerance for "same masks": the maps of one image may differ by rounding, not by what they show.
 MAX_MASK_DISAGREEMENT = 0.01  # fraction of mask pixels (p ≥ 0.5) that differ
 MAX_MEAN_ABS_DIFF = 2.0  # mean |Δp| in 1/255 steps
+TARGET_LOGIT_SD = 2.0
+IMAGE_HW = (584, 565)  # DRIVE's size
 
 
 @dataclass
@@ -64,6 +72,9 @@ class Case:
     config: InferConfig
     role: str = ""  # baseline / auto / one_gpu / capped_baseline / sharded / pipelined / forced / generate
     optional: bool = False
+    # Weak scaling: N copies get N times the images, so that filling and draining the copies' in-flight slots
+    # weighs the same as in the one-GPU case it is compared with (a few seconds of work would be mostly ramp).
+    images_per_copy: bool = False
 
 
 @dataclass
@@ -127,7 +138,7 @@ def cases(n_gpus: int, dry_run: bool, cap_gib: float, max_new_tokens: int) -> li
             InferConfig(strategy="sharded", layout="accelerate"),
             "baseline",
         ),
-        Case("26B automatic choice", big, InferConfig(), "auto"),
+        Case("26B automatic choice", big, InferConfig(), "auto", images_per_copy=True),
         Case(
             f"26B accelerate auto map, {cap_gib:g} GiB cap",
             big,
@@ -154,12 +165,33 @@ def cases(n_gpus: int, dry_run: bool, cap_gib: float, max_new_tokens: int) -> li
     ]
 
 
-def run_case(case: Case, gpus: list[Gpu], images: SyntheticImages, tasks: list[Task], sampler: GpuSampler) -> Outcome:
+def mask_gain(preset: str, gpus: list[Gpu], images: FileImages, task: Task) -> float:
+    """The mask-head gain that gives the preset's random logits a standard deviation of TARGET_LOGIT_SD."""
+    group = [gpus[0].index] if gpus else []
+    spec = PredictorSpec(source=RandomPreset(name=preset, seed=0), prompt=PROMPT)
+    model, processor = spec.source.load(spec.device_map(group, [], {}), spec.torch_dtype(group))
+    pictures = [images.image(i) for i in task.sample_ids]
+    results = predict(model, processor, pictures, [PROMPT] * len(pictures), batch_size=len(pictures))
+    del model
+    if gpus:
+        torch.cuda.empty_cache()
+    p = np.concatenate([r.probabilities[0].ravel() for r in results]).astype(np.float64)
+    sd = float(np.std(np.log(p) - np.log1p(-p)))
+    gain = TARGET_LOGIT_SD / sd
+    print(f"{preset}: random mask logits have sd {sd:.3g}; mask-head gain {gain:.3g}", flush=True)
+    return gain
+
+
+def run_case(
+    case: Case, gpus: list[Gpu], images: FileImages, tasks: list[Task], per_case: int, sampler: GpuSampler, gain: float
+) -> Outcome:
+    """Runs the first `per_case` tasks, or per_case per copy for an `images_per_copy` case."""
     dtype = torch.bfloat16 if gpus else torch.float32
-    source = RandomPreset(name=case.preset, seed=0)
-    footprint = footprint_of(meta_model(source.config(), dtype), dtype, (images.height, images.width))
+    source = RandomPreset(name=case.preset, seed=0, mask_gain=gain)
+    footprint = footprint_of(meta_model(source.config(), dtype), dtype, IMAGE_HW)
     config = case.config.model_copy(update={"batch_size": len(tasks[0].sample_ids)})
     plan = choose_plan(footprint, gpus, config)
+    tasks = tasks[: per_case * (plan.replicas if case.images_per_copy else 1)]
     spec = PredictorSpec(
         source=source, layout=config.layout, mode=config.mode, prompt=PROMPT, max_new_tokens=config.max_new_tokens
     )
@@ -186,8 +218,9 @@ def run_case(case: Case, gpus: list[Gpu], images: SyntheticImages, tasks: list[T
 
 
 def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
-    diffs = [np.abs(reference[k].astype(np.int16) - other[k].astype(np.int16)) for k in reference]
-    masks = [(reference[k] >= 128) != (other[k] >= 128) for k in reference]
+    """Over `other`'s images, all of which `reference` has."""
+    diffs = [np.abs(reference[k].astype(np.int16) - other[k].astype(np.int16)) for k in other]
+    masks = [(reference[k] >= 128) != (other[k] >= 128) for k in other]
     disagreement = float(np.mean(np.concatenate([m.ravel() for m in masks])))
     mean_abs = float(np.mean([d.mean() for d in diffs]))
     return {
@@ -215,32 +248,41 @@ def report(outcomes: list[Outcome], gpus: list[Gpu], args: argparse.Namespace, t
         "",
         (
             f"{dt.date.today().isoformat()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"accelerate {accelerate.__version__}, {args.images} synthetic 584×565 images, batch {args.batch_size}, "
+            f"accelerate {accelerate.__version__}, synthetic 584×565 images, batch {args.batch_size}, "
             f"bf16 on GPU; wall time {total_s:.0f} s."
         ),
         "",
-        "| case | plan | images/s | GPU util % | peak GiB per GPU | zero-[SEG] maps |",
-        "|---|---|---:|---|---|---:|",
+        "| case | plan | images | images/s | GPU util % | peak GiB per GPU | zero-[SEG] maps |",
+        "|---|---|---:|---:|---|---|---:|",
     ]
     for o in outcomes:
         util = " / ".join(f"{o.utilisation.get(d, 0):.0f}" for d in devices) if o.utilisation else "n/a"
         peak = " / ".join(f"{o.execution.peak_bytes.get(d, 0) / (1 << 30):.1f}" for d in devices) if gpus else "n/a"
         lines.append(
-            f"| {o.case.name} | {o.plan.describe()} | {o.execution.images_per_s:.2f} | {util} | {peak} | {o.zero_seg} |"
+            f"| {o.case.name} | {o.plan.describe()} | {o.execution.images} | {o.execution.images_per_s:.2f} | {util} "
+            f"| {peak} | {o.zero_seg} |"
         )
     if gpus:
-        lines.append(f"\nGPU columns are GPUs {devices}; utilisation is nvidia-smi's mean over the timed part.")
+        lines.append(
+            f"\nGPU columns are GPUs {devices}; utilisation is nvidia-smi's mean over the timed part. The automatic "
+            "choice gets as many images per copy as the one-GPU case (weak scaling)."
+        )
 
     reference_role = "replicas" if args.dry_run else "auto"
     reference = by_role.get(reference_role)
     checks = {}
+    spread = {}
     if reference is not None:
+        pixels = np.concatenate([m.ravel() for m in reference.maps.values()])
+        spread = {"mask_share": float(np.mean(pixels >= 128)), "sd": float(np.std(pixels))}
         lines += [
             "",
             f"## Same maps as `{reference.case.name}`",
             (
                 f"Tolerance (bf16): at most {MAX_MASK_DISAGREEMENT:.0%} of mask pixels (p ≥ 0.5) differ and the mean "
-                f"|Δp| is at most {MAX_MEAN_ABS_DIFF:g}/255."
+                f"|Δp| is at most {MAX_MEAN_ABS_DIFF:g}/255. The reference maps have {spread['mask_share']:.1%} of "
+                f"pixels at p ≥ 0.5 and a standard deviation of p of {spread['sd']:.1f}/255 (mask-head gain "
+                f"{args.gains[reference.case.preset]:.3g})."
             ),
             "",
             "| case | identical images | max abs diff /255 | mean abs diff /255 | mask pixels differing | result |",
@@ -293,6 +335,8 @@ def report(outcomes: list[Outcome], gpus: list[Gpu], args: argparse.Namespace, t
             for o in outcomes
         ],
         "agreement": checks,
+        "reference_spread": spread,
+        "mask_gains": args.gains,
         "goals": {name: value for name, value, _ in goals},
     }
     return "\n".join(lines) + "\n", data
@@ -305,6 +349,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--cap-gib", type=float, default=40.0, help="per-GPU memory cap of the capped cases")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="generate mode's longest answer")
+    parser.add_argument("--only", help="comma-separated case roles to run (e.g. auto,one_gpu); default: all")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip optional cases past this wall time")
     args = parser.parse_args()
     args.images = args.images or (8 if args.dry_run else 64)
@@ -314,22 +359,27 @@ def main() -> None:
         sys.exit(f"needs 2 or more GPUs, found {len(gpus)}; use --dry-run on a CPU machine")
     gpus = gpus[:4]
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    images = SyntheticImages(584, 565, seed=0)
-    ids = [f"synthetic{i:03d}" for i in range(args.images)]
+    ids = [f"synthetic{i:04d}" for i in range(args.images * max(1, len(gpus)))]
+    images = SyntheticImages(*IMAGE_HW, seed=0).to_files(ids, Path(tempfile.mkdtemp(prefix="infer-gpu-")))
     tasks = [
         Task(i // args.batch_size, tuple(ids[i : i + args.batch_size])) for i in range(0, len(ids), args.batch_size)
     ]
+    per_case = -(-args.images // args.batch_size)
 
     sampler = GpuSampler(enabled=bool(gpus))
+    selected = cases(len(gpus), args.dry_run, args.cap_gib, args.max_new_tokens)
+    if args.only:
+        selected = [c for c in selected if c.role in args.only.split(",")]
     started = time.perf_counter()
+    args.gains = {preset: mask_gain(preset, gpus, images, tasks[0]) for preset in dict.fromkeys(c.preset for c in selected)}
     outcomes = []
     try:
-        for case in cases(len(gpus), args.dry_run, args.cap_gib, args.max_new_tokens):
+        for case in selected:
             elapsed = time.perf_counter() - started
             if case.optional and elapsed > args.budget_s * 0.8:
                 print(f"\n== skipped {case.name}: {elapsed:.0f} s elapsed of a {args.budget_s:.0f} s budget")
                 continue
-            outcomes.append(run_case(case, gpus, images, tasks, sampler))
+            outcomes.append(run_case(case, gpus, images, tasks, per_case, sampler, args.gains[case.preset]))
     finally:
         sampler.stop()
     table, data = report(outcomes, gpus, args, time.perf_counter() - started)

@@ -30,3 +30,17 @@ def test_dry_run_prints_and_writes_the_table(tmp_path: Path) -> None:
     assert set(data["agreement"]) == {"tiny, cpu (auto)", "tiny, 3 micro-batches in flight"}
     assert all(check["passed"] and check["images"] == 4 for check in data["agreement"].values())
     assert data["goals"]["forced ≥ 3 × generate"] is not None
+
+
+@pytest.mark.slow
+def test_profile_prints_every_phase_and_the_in_flight_rates() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "infer_profile.py"), "--preset", "tiny", "--images", "8",
+         "--in-flight", "1,2"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for phase in ("read", "preprocess", "to device", "forward", "postprocess"):
+        assert f"| {phase} | " in done.stdout
+    rates = [line for line in done.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rates) == 2 and all(float(line.split("|")[2]) > 0 for line in rates), done.stdout

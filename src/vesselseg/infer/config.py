@@ -65,7 +65,7 @@ class InferConfig(BaseModel):
     in_flight: int | None = Field(
         None,
         ge=1,
-        description="micro-batches in flight per copy; None: 1 on the CPU and for sharded, 2 for a "
+        description="micro-batches in flight per copy; None: 1 on the CPU and for sharded, 3 for a "
         "one-GPU copy (overlaps preprocessing), shards + 1 for pipelined",
     )
     layout: Layout = Field(

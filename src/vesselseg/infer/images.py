@@ -7,7 +7,9 @@ in the workers, in parallel, not in the process that collects the results).
 from __future__ import annotations
 
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -44,3 +46,12 @@ class SyntheticImages:
         base = np.clip(1.2 - 2.0 * radius, 0, 1)[..., None] * np.array([200, 90, 40])
         noise = rng.normal(0, 12, (self.height, self.width, 3))
         return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+    def to_files(self, sample_ids: list[str], folder: Path) -> FileImages:
+        """The images as PNG files: drawing one costs several times decoding it, so a benchmark that reads these
+        pays for its images what the stage pays for a dataset's."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {sample_id: str(folder / f"{sample_id}.png") for sample_id in sample_ids}
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(lambda i: Image.fromarray(self.image(i)).save(paths[i]), sample_ids))
+        return FileImages(paths)

@@ -7,17 +7,20 @@ weight on its own device — a 26B copy never exists in fp32 on the CPU.
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from vesselseg.infer.sharded import device_of
 from vesselseg.model import Sa2VAConfig, Sa2VAModel, Sa2VAProcessor
 
 DeviceMap = dict[str, int | str]
+# The last layer of SAM2's hypernetwork MLPs: each mask's logits are linear in its weights.
+MASK_HEAD_OUTPUT = re.compile(r"mask_decoder\.output_hypernetworks_mlps\.\d+\.proj_out\.")
 
 
 def meta_model(config: Sa2VAConfig, dtype: torch.dtype) -> Sa2VAModel:
@@ -51,6 +54,9 @@ class RandomPreset(BaseModel):
     kind: Literal["preset"] = "preset"
     name: str
     seed: int = 0
+    # Random weights give maps of 0.5 ± 0.01, where comparing two layouts' masks compares rounding noise; a gain
+    # on the mask head's last layer (to which the logits are linear) spreads the maps over (0, 1).
+    mask_gain: float = Field(1.0, gt=0, description="scales the random mask-head output layer (benchmarks)")
 
     def config(self) -> Sa2VAConfig:
         from vesselseg.model import build_tokenizer, preset_config
@@ -76,7 +82,12 @@ class RandomPreset(BaseModel):
             # attention); rotary frequencies stay fp32, as transformers computes positions in fp32.
             keep = not tensor.is_floating_point() or name.endswith("inv_freq")
             buffer_dtype = tensor.dtype if keep else dtype
-            value = _random(name, tensor, dtype, device) if is_parameter else tensor.to(device, buffer_dtype)
+            if is_parameter:
+                value = _random(name, tensor, dtype, device)
+                if MASK_HEAD_OUTPUT.search(name):
+                    value *= self.mask_gain
+            else:
+                value = tensor.to(device, buffer_dtype)
             owner_name, _, leaf = name.rpartition(".")
             owner = model.get_submodule(owner_name)
             if is_parameter:

@@ -114,7 +114,9 @@ def _cpu_plan(config: InferConfig, why: str) -> Plan:
 
 
 def _replicas_plan(footprint: Footprint, gpus: list[Gpu], config: InferConfig) -> Plan | None:
-    in_flight = config.in_flight or 2
+    # Three: a copy's CPU work per micro-batch (decoding, two resizes, normalising) is about twice its GPU work
+    # (benchmarks/infer_profile.py), and threads overlap it with the GPU only while the GIL is released.
+    in_flight = config.in_flight or 3
     budgets = {g.index: _usable(g, config, in_flight, first=True) for g in gpus}
     weights = footprint.weight_bytes
     short = [g for g in gpus if budgets[g.index] < weights]

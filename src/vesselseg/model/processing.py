@@ -66,8 +66,13 @@ class Sa2VABatch(Mapping):
 
 
 def _normalize(image: Image.Image) -> torch.Tensor:
-    array = (np.asarray(image, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    """(3, H, W) float32, as a channels-first view: the batch's torch.stack makes the one contiguous copy.
+    In place, because at SAM2's 1024 px this runs per image on the inference hot path."""
+    array = np.array(image, dtype=np.float32)
+    array /= 255.0
+    array -= IMAGENET_MEAN
+    array /= IMAGENET_STD
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def tile_grid(width: int, height: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
