@@ -64,6 +64,22 @@ def test_changed_manifest_is_refused_for_an_old_reference(store: ObjectStore, pr
         read_manifest(store, ref)
 
 
+def test_identical_republish_keeps_the_manifest_and_old_references_valid(
+    store: ObjectStore, prefix: str, tmp_path: Path
+) -> None:
+    src = _artifact(tmp_path / "a")
+    first, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 1}, timings_s={"x": 1.0})
+    again, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 1}, timings_s={"x": 2.0})
+    assert again == first
+    read_manifest(store, first)  # a reference taken before the re-run still resolves
+    (src / "nested" / "note.txt").write_text("changed")
+    changed, manifest = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 1})
+    assert changed.manifest_sha256 != first.manifest_sha256
+    assert manifest.file("nested/note.txt").size == len("changed")
+    other_config, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 2})
+    assert other_config.manifest_sha256 != changed.manifest_sha256
+
+
 def test_prefix_without_manifest_does_not_exist(store: ObjectStore, prefix: str) -> None:
     store.put_bytes(f"{prefix}/orphan.bin", b"x")
     with pytest.raises(StorageError, match="no manifest.json"):

@@ -32,7 +32,6 @@ from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
 from vesselseg.train import checkpoint as ckpt
 from vesselseg.train.base_model import config_digest, fetch_base_model, load_base_model
-from vesselseg.train.config import Precision
 from vesselseg.train.data import DataOrder, MicroBatches, loader, split_samples
 from vesselseg.train.engine import initialize
 from vesselseg.train.errors import TrainingError
@@ -44,11 +43,18 @@ from vesselseg.train.validation import validation_dice
 log = logging.getLogger(__name__)
 
 
-def _setup_distributed(precision: Precision) -> torch.device:
-    import deepspeed
+def _setup_distributed() -> torch.device:
+    """The device DeepSpeed's accelerator trains on (CUDA unless DS_ACCELERATOR=cpu), with its process group.
 
-    deepspeed.init_distributed(dist_backend="nccl" if precision == "bf16" else "gloo", verbose=False)
-    if precision == "bf16":
+    Chosen by the accelerator, not by the precision: fp32 on GPUs is a valid run, and DeepSpeed moves the module to
+    its accelerator whatever device the batches are on.
+    """
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    on_gpu = get_accelerator().device_name() == "cuda"
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
+    if on_gpu:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
         return device
@@ -74,7 +80,7 @@ def _seed_step(seed: int, step: int, micro_batch: int) -> None:
 class Trainer:
     def __init__(self, job: TrainJob) -> None:
         self.job, self.config = job, job.config
-        self.device = _setup_distributed(job.precision)
+        self.device = _setup_distributed()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.accumulation = self.config.gradient_accumulation(self.world)
