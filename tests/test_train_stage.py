@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 SESSION = f"tests/train/{uuid.uuid4().hex[:8]}"
 
 TRAINING = {
+    "base_model": "preset:tiny",  # the cheapest preset; these tests are about the stage, not the model
     "steps": 8,
     "checkpoint_every": 2,
     "val_every": 4,

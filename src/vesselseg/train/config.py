@@ -57,13 +57,13 @@ class Sam2Geometry(BaseModel):
 
 
 class FinetuneConfig(BaseModel):
-    """The defaults are the demo: `tiny` on the synthetic fundus data, fp32 on the CPU (see
-    benchmarks/results/finetune_loss_experiment.md for how they were chosen, on the validation split)."""
+    """The defaults are the demo: `tiny-refined` for 1000 steps on the synthetic fundus data, fp32 on the CPU; preset
+    and length were chosen by validation Dice only (benchmarks/results/finetune_loss_experiment.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
     base_model: str = Field(
-        "preset:tiny",
+        "preset:tiny-refined",
         description="`preset:<name>` (random init), an s3:// Hugging Face model folder artifact, or official:<folder>",
     )
     model_overrides: dict[str, Any] = Field(
@@ -72,7 +72,7 @@ class FinetuneConfig(BaseModel):
     )
     sam2: Sam2Geometry = Field(default_factory=Sam2Geometry, description="presets only: SAM2's input geometry")
 
-    steps: int = Field(300, ge=1, description="optimizer steps")
+    steps: int = Field(1000, ge=1, description="optimizer steps")
     micro_batch_size: int = Field(2, ge=1, description="samples per rank per forward pass")
     global_batch_size: int = Field(4, ge=1, description="samples per optimizer step, over all ranks")
     lr: float = Field(2e-3, gt=0)
