@@ -82,7 +82,7 @@ def _assert_same_curve(a: dict[int, float], b: dict[int, float], rel: float) -> 
 
 
 def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(
-    reference, store: ObjectStore, tmp_path: Path
+    dataset, reference, store: ObjectStore, tmp_path: Path
 ) -> None:
     root = store.key_of(reference.training.uri).removesuffix("final/")
     manifests = sorted(k.removeprefix(root) for k in store.list(root) if k.endswith("manifest.json"))
