@@ -3,8 +3,9 @@
 Each of `in_flight` threads takes a micro-batch, reads its images and runs the whole copy on it. On a copy split
 over GPUs (the sharded layout), while one thread's micro-batch runs its last layers on GPU 1, another's can run
 the vision tower on GPU 0: with `shards + 1` in flight every GPU of the copy has work, which turns the sharded
-layout into a pipeline without cutting the model's forward into stages. On a one-GPU copy two in flight overlap
-one micro-batch's CPU preprocessing with another's GPU work. Kernels go to each device's default stream in
+layout into a pipeline without cutting the model's forward into stages. On a one-GPU copy several in flight
+overlap micro-batches' CPU preprocessing with another's GPU work (three by default: a 26B copy's CPU work per
+micro-batch is about twice its GPU work). Kernels go to each device's default stream in
 launch order, so results are the same as one at a time; the GIL is released while kernels run and images decode.
 
 Messages go to `put` as tuples: ("ready", rank, info), ("result", task index, [ImageResult]), ("error", rank,
