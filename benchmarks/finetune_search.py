@@ -24,6 +24,8 @@ from pathlib import Path
 
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore
+from vesselseg.train.checkpoint import LOG_FILE
+from vesselseg.train.log import TrainLog
 
 
 def one_run(name: str, training: dict, dataset: dict, prefix: str) -> dict:
@@ -32,9 +34,8 @@ def one_run(name: str, training: dict, dataset: dict, prefix: str) -> dict:
     config = finetune.Config.model_validate({"dataset": dataset, "prefix": f"{prefix}/{name}", "training": training})
     started = time.perf_counter()
     result = finetune.run(config, store)
-    log_key = store.key_of(result.training.uri) + "train_log.jsonl"
-    rows = [json.loads(line) for line in store.get_bytes(log_key).decode().splitlines()]
-    curve = [(r["step"], r["val_dice"], r["val_dice_tuned"]) for r in rows if "val_dice" in r]
+    rows = [json.loads(line) for line in store.get_bytes(store.key_of(result.training.uri) + LOG_FILE).splitlines()]
+    curve = [(r["step"], r["val_dice"], r["val_dice_tuned"]) for r in TrainLog(rows).validations()]
     return {
         "setting": name,
         "training": training,

@@ -53,6 +53,7 @@ from vesselseg.infer import (
     meta_model,
     visible_gpus,
 )
+from vesselseg.infer.runner import make_tasks
 from vesselseg.infer.strategy import Gpu, Plan
 from vesselseg.model import predict
 from vesselseg.model.prompts import segmentation_prompt
@@ -361,9 +362,7 @@ def main() -> None:
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     ids = [f"synthetic{i:04d}" for i in range(args.images * max(1, len(gpus)))]
     images = SyntheticImages(*IMAGE_HW, seed=0).to_files(ids, Path(tempfile.mkdtemp(prefix="infer-gpu-")))
-    tasks = [
-        Task(i // args.batch_size, tuple(ids[i : i + args.batch_size])) for i in range(0, len(ids), args.batch_size)
-    ]
+    tasks = make_tasks(ids, args.batch_size)
     per_case = -(-args.images // args.batch_size)
 
     sampler = GpuSampler(enabled=bool(gpus))

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 from vesselseg.infer import FileImages, InferConfig, PredictorSpec, RandomPreset, SyntheticImages, Task, choose_plan, execute
-from vesselseg.infer import footprint_of, meta_model, visible_gpus
+from vesselseg.infer import visible_gpus
+from vesselseg.infer.runner import make_tasks, model_footprint
 from vesselseg.infer.predictor import to_uint8
 from vesselseg.model.losses import upsample_logits
 from vesselseg.model.prompts import FORCED_ANSWER, segmentation_prompt
 
 PROMPT = segmentation_prompt("blood vessels")
+IMAGE_HW = (584, 565)  # DRIVE's size
 
 
 def _sync(device: torch.device) -> None:
@@ -69,9 +71,8 @@ def phases(spec: PredictorSpec, gpu: int | None, images: FileImages, tasks: list
 
 
 def served(spec: PredictorSpec, gpu: int | None, images: FileImages, tasks: list[Task], in_flight: int) -> float:
-    dtype = spec.torch_dtype([] if gpu is None else [gpu])
-    footprint = footprint_of(meta_model(spec.source.config(), dtype), dtype, (584, 565))
     gpus = [g for g in visible_gpus() if g.index == gpu]
+    footprint = model_footprint(spec, bool(gpus), IMAGE_HW)
     config = InferConfig(strategy="replicas" if gpus else "cpu", replicas=1, in_flight=in_flight,
                          batch_size=len(tasks[0].sample_ids))  # fmt: skip
     plan = choose_plan(footprint, gpus, config)
@@ -90,8 +91,8 @@ def main() -> None:
     machine = torch.cuda.get_device_name(0) if gpu is not None else platform.processor() or platform.machine()
     spec = PredictorSpec(source=RandomPreset(name=args.preset), prompt=PROMPT)
     ids = [f"synthetic{i:03d}" for i in range(args.images)]
-    images = SyntheticImages(584, 565, seed=0).to_files(ids, Path(tempfile.mkdtemp(prefix="infer-profile-")))
-    tasks = [Task(i // args.batch_size, tuple(ids[i : i + args.batch_size])) for i in range(0, len(ids), args.batch_size)]
+    images = SyntheticImages(*IMAGE_HW, seed=0).to_files(ids, Path(tempfile.mkdtemp(prefix="infer-profile-")))
+    tasks = make_tasks(ids, args.batch_size)
     times = phases(spec, gpu, images, tasks)
     total = sum(times.values())
     print(f"# One copy of {args.preset} on {machine} ({os.cpu_count()} CPU cores, torch threads "

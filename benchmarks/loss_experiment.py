@@ -41,7 +41,8 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from vesselseg.baselines import FrangiConfig, frangi_predictions
-from vesselseg.data import PreparedDataset, read_annotations
+from vesselseg.baselines.predict import dataset_files
+from vesselseg.data import PreparedDataset
 from vesselseg.evaluation import EvaluateConfig, evaluate
 from vesselseg.metrics import confusion, image_counts, pool, scores
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
@@ -123,34 +124,33 @@ def score(dataset: PreparedDataset, predictions: Path, out: Path) -> dict[str, f
 
 
 def predict_splits(training: Path, dataset: PreparedDataset, out: Path) -> None:
-    """Consolidate the DeepSpeed checkpoint as the convert stage does, then predict val and test."""
+    """Rebuild the trained module from the DeepSpeed checkpoint as the convert stage does, then predict val and test."""
     import torch
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from vesselseg.model import Sa2VAConfig, Sa2VAModel, Sa2VAProcessor, apply_training_recipe, merge_lora, predict
+    from vesselseg.convert import DeepSpeedInput
+    from vesselseg.convert.merge import plan_merge, training_module
+    from vesselseg.model import Sa2VAProcessor, merge_lora, predict
     from vesselseg.model.prompts import segmentation_prompt
+    from vesselseg.train.data import split_samples
     from vesselseg.train.validation import probability_to_uint8
 
-    model = apply_training_recipe(Sa2VAModel(Sa2VAConfig.from_pretrained(training / "model")))
-    model.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(training / "checkpoint")), strict=True)
-    model = merge_lora(model).eval()
-    processor = Sa2VAProcessor.from_pretrained(training / "model")
+    checkpoint = DeepSpeedInput(training)
+    model = merge_lora(training_module(checkpoint.config, checkpoint.open(plan_merge(checkpoint.config)))).eval()
+    processor = Sa2VAProcessor.from_pretrained(checkpoint.processor_dir)
     writer = PredictionWriter(out)
     read = []
     for split in ("val", "test"):
-        texts = {
-            Path(e["image"]).stem: e["text"][0]
-            for e in read_annotations(dataset.root / "annotations" / f"{split}.json")
-        }
-        ids = dataset.ids(split)
+        samples = split_samples(dataset, split)
         with torch.no_grad():
             results = predict(
-                model, processor, [dataset.image(i) for i in ids], [segmentation_prompt(texts[i]) for i in ids]
+                model,
+                processor,
+                [dataset.image(s.sample_id) for s in samples],
+                [segmentation_prompt(s.text) for s in samples],
             )
-        for sample_id, result in zip(ids, results, strict=True):
-            writer.add(sample_id, split, probability_to_uint8(result.probabilities[0]), 0.5)
-        rows = dataset.index[dataset.index["split"] == split]
-        read += list(rows["image"])
+        for sample, result in zip(samples, results, strict=True):
+            writer.add(sample.sample_id, split, probability_to_uint8(result.probabilities[0]), 0.5)
+        read += dataset_files(dataset, split, ("image",))
     writer.close(
         PredictorInfo(
             name="model", threshold=0.5, threshold_source="fixed 0.5", calibrated=True, read_files=sorted(read)
