@@ -16,9 +16,10 @@ from vesselseg.convert.merge import MergePlan, check_source_matches
 from vesselseg.convert.xtuner import BaseWeights, OverlayReport, XtunerOverlay
 from vesselseg.convert.zero import ZeroCheckpoint
 from vesselseg.model import Sa2VAConfig
-
-MODEL_DIR = "model"
-CHECKPOINT_DIR = "checkpoint"
+from vesselseg.train.checkpoint import (  # the layout the finetune stage writes
+    CHECKPOINT_DIR,
+    MODEL_DIR,
+)
 
 
 def read_config(folder: Path) -> Sa2VAConfig:

@@ -31,7 +31,7 @@ from vesselseg.model.official.keymap import map_keys
 ADAPTER = "default"  # the adapter name apply_training_recipe gives peft
 
 _WRAPPERS = ("mllm.model.", "mllm.")
-_PEFT_LLM = "language_model.base_model.model."
+PEFT_LLM = "language_model.base_model.model."
 _LORA = re.compile(r"^(?P<module>.+)\.(?P<role>lora_[AB])(?:\.[^.]+)?\.weight$")
 _MODULES_TO_SAVE = re.compile(r"\.modules_to_save\.[^.]+\.")
 
@@ -63,8 +63,8 @@ def _unwrap(key: str) -> tuple[str, str | None] | None:
     if ".original_module." in key:
         return None
     key = _MODULES_TO_SAVE.sub(".", key)
-    if key.startswith(_PEFT_LLM):
-        key = "language_model." + key[len(_PEFT_LLM) :]
+    if key.startswith(PEFT_LLM):
+        key = "language_model." + key[len(PEFT_LLM) :]
     lora = _LORA.match(key)
     if lora:
         return f"{lora['module']}.weight", lora["role"]

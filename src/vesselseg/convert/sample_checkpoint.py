@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import VesselsegError
+from vesselseg.train import checkpoint as ckpt
 
 
 class SampleJob(BaseModel):
@@ -128,7 +128,7 @@ def _write(job: SampleJob) -> None:
     for _ in range(job.steps):
         engine.backward(engine(**batch).loss)
         engine.step()
-    engine.save_checkpoint(str(job.out / "checkpoint"), tag=job.tag or f"global_step{job.steps}")
+    engine.save_checkpoint(str(job.out / ckpt.CHECKPOINT_DIR), tag=job.tag or ckpt.tag(job.steps))
     if job.probe:
         probe = _batch(processor, seed=7, size=job.image_size, count=2)
         engine.eval()
@@ -144,8 +144,7 @@ def _write(job: SampleJob) -> None:
                 job.out / "probe.pt",
             )
     if rank == 0:
-        config.save_pretrained(job.out / "model")
-        processor.save_pretrained(job.out / "model")
+        ckpt.write_model_folder(config, processor, job.out / ckpt.MODEL_DIR)
     torch.distributed.barrier()
     engine.destroy()
 
@@ -157,12 +156,6 @@ def main(argv: list[str] | None = None) -> None:
     deepspeed.init_distributed(dist_backend="gloo")
     for job in jobs:
         _write(job)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_sample_checkpoints(
@@ -180,7 +173,7 @@ def write_sample_checkpoints(
         "-m",
         "torch.distributed.run",
         f"--nproc-per-node={ranks}",
-        f"--master-port={_free_port()}",
+        "--standalone",
         "-m",
         "vesselseg.convert.sample_checkpoint",
         str(spec),

@@ -22,9 +22,13 @@ from safetensors import safe_open
 
 from vesselseg.convert.errors import ConversionError
 from vesselseg.convert.merge import MergePlan
-from vesselseg.convert.official_keys import ADAPTER, NativeTensor, official_to_native
+from vesselseg.convert.official_keys import (
+    ADAPTER,
+    PEFT_LLM,
+    NativeTensor,
+    official_to_native,
+)
 
-_PEFT_LLM = "language_model.base_model.model."
 _LLM = "language_model."
 
 
@@ -115,7 +119,7 @@ def _candidates(native: NativeTensor) -> Iterator[str]:
     keeps LoRA-adapted weights as `base_layer`, and trains `modules_to_save` copies of embed_tokens / lm_head."""
     forms = [native.key]
     if native.key.startswith(_LLM):
-        forms.append(_PEFT_LLM + native.key[len(_LLM) :])
+        forms.append(PEFT_LLM + native.key[len(_LLM) :])
     for form in forms:
         module, _, attribute = form.rpartition(".")
         if native.lora:
