@@ -24,7 +24,7 @@ from vesselseg.storage.settings import work_dir
 from vesselseg.train import FinetuneConfig, TrainingError
 from vesselseg.train import checkpoint as ckpt
 from vesselseg.train.base_model import base_model_ref, config_digest, model_config
-from vesselseg.train.job import TrainJob, TrainSummary
+from vesselseg.train.job import TrainJob, TrainResult
 from vesselseg.train.launch import launched_rank, run_workers
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,8 @@ class Config(BaseModel):
     prefix: str = Field("vesselseg/training", description="runs land at <prefix>/<run key>/")
 
 
-class Result(BaseModel):
-    training: InputRef = Field(description="the final training artifact (kind 'training')")
-    summary: TrainSummary
-    resumed_from_step: int | None
+# What rank 0 published; the stage contract's name for it.
+Result = TrainResult
 
 
 def _check_dataset(store: ObjectStore, ref: InputRef, training: FinetuneConfig, folder: Path) -> None:
@@ -131,7 +129,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     if launched_rank():
         from vesselseg.train.loop import train
 
-        return Result.model_validate(train(job).model_dump())
+        return train(job)
     import torch
 
     on_gpu = torch.cuda.is_available()

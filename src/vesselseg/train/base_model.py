@@ -152,11 +152,13 @@ def load_base_model(
     store: ObjectStore | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    ref: InputRef | None = None,
 ) -> tuple[Sa2VAModel, Sa2VAProcessor]:
     """The model a run starts from and its processor, before the training recipe is applied.
 
     A preset is built directly on `device` in `dtype` (an 8-GPU node would otherwise hold eight fp32 copies in host
-    memory); an artifact is read from `folder`, fetched there first unless `fetch_base_model` already did.
+    memory); an artifact is read from `folder`, fetched there first unless `fetch_base_model` already did. `ref` is
+    the artifact the run pinned (`base_model_ref`); without it the spec is resolved here.
     """
     overrides = overrides or {}
     if spec.startswith(PRESET):
@@ -170,7 +172,7 @@ def load_base_model(
             torch.set_default_dtype(previous)
         return model, Sa2VAProcessor(config, build_tokenizer())
     store = store or ObjectStore()
-    ref = base_model_ref(spec, store)
+    ref = ref or base_model_ref(spec, store)
     if sam2 is not None and sam2.is_set:
         raise TrainingError(f"sam2 geometry applies to presets; the model at {spec} fixes its own SAM2 input")
     if folder is None:

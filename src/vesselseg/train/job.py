@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.storage import InputRef
 from vesselseg.train.config import FinetuneConfig, Precision
@@ -54,6 +54,6 @@ class TrainSummary(BaseModel):
 
 
 class TrainResult(BaseModel):
-    training: InputRef
+    training: InputRef = Field(description="the final training artifact (kind 'training')")
     summary: TrainSummary
     resumed_from_step: int | None

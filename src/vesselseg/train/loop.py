@@ -131,8 +131,11 @@ class Trainer:
             config.model_overrides,
             config.sam2,
             folder=self.workdir / "base",
+            store=self.store,
             device=self.device,
             dtype=torch.bfloat16 if self.job.precision == "bf16" else torch.float32,
+            # The artifact the run key hashed, already fetched by local rank 0: no rank resolves the spec again.
+            ref=self.job.base_model,
         )
         model = apply_training_recipe(model)
         if config.activation_checkpointing:
