@@ -111,9 +111,11 @@ def publish_dir(
     if not files:
         raise StorageError(f"refusing to publish an empty artifact from {local_dir} to {store.uri(prefix)}")
     manifest_key = prefix + MANIFEST
-    unchanged = _same_as_published(
-        store, manifest_key, local_dir, files, kind=kind, stage=stage, config=config, inputs=inputs, summary=summary
-    )
+    # Files are filled in below; everything else is known now, which lets an identical re-run stop here.
+    manifest = Manifest(kind=kind, stage=stage, config=config, inputs=inputs or {}, files=[],
+                        code_version=code_version(), created_at="", timings_s=timings_s or {},
+                        summary=summary or {})  # fmt: skip
+    unchanged = _same_as_published(store, manifest_key, local_dir, files, manifest)
     if unchanged is not None:
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
                  len(files))  # fmt: skip
@@ -121,47 +123,28 @@ def publish_dir(
     # Hide the old artifact first: from here until the new manifest lands, readers see nothing.
     store.delete([manifest_key])
     stale = set(store.list(prefix))
-    entries = []
     for index, path in enumerate(files, 1):
         rel = path.relative_to(local_dir).as_posix()
         uploaded = store.upload_file(path, prefix + rel)
-        entries.append(FileEntry(path=rel, sha256=uploaded.sha256, size=uploaded.size))
+        manifest.files.append(FileEntry(path=rel, sha256=uploaded.sha256, size=uploaded.size))
         stale.discard(prefix + rel)
         if index % 200 == 0 or index == len(files):
             log.info("uploaded %d/%d files to %s", index, len(files), store.uri(prefix))
     store.delete(sorted(stale))
-    manifest = Manifest(
-        kind=kind,
-        stage=stage,
-        config=config,
-        inputs=inputs or {},
-        files=entries,
-        code_version=code_version(),
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        timings_s=timings_s or {},
-        summary=summary or {},
-    )
+    manifest.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     blob = manifest.model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
 
 
 def _same_as_published(
-    store: ObjectStore,
-    manifest_key: str,
-    local_dir: Path,
-    files: list[Path],
-    *,
-    kind: str,
-    stage: str,
-    config: dict[str, Any],
-    inputs: dict[str, InputRef] | None,
-    summary: dict[str, Any] | None,
+    store: ObjectStore, manifest_key: str, local_dir: Path, files: list[Path], manifest: Manifest
 ) -> tuple[InputRef, Manifest] | None:
-    """The published artifact, if it already holds exactly these files with the same provenance.
+    """The published artifact, if it already holds exactly these files with `manifest`'s provenance.
 
     A deterministic stage re-run (the same data-prep config, say) then leaves the artifact alone, so references
     other runs hold to it stay valid; republishing would change the manifest's hash (its timestamp) under them.
+    Files are hashed only once everything cheaper (provenance, names, sizes) has matched.
     """
     if not store.exists(manifest_key):
         return None
@@ -170,17 +153,16 @@ def _same_as_published(
         old = Manifest.model_validate_json(blob)
     except ValueError:
         return None
-    entries = [
-        FileEntry(path=p.relative_to(local_dir).as_posix(), sha256=sha256_file(p), size=p.stat().st_size)
-        for p in files
-    ]
-    new = Manifest(kind=kind, stage=stage, config=config, inputs=inputs or {}, files=entries,
-                   code_version=code_version(), created_at="", summary=summary or {})  # fmt: skip
-    compared = {"created_at", "timings_s"}
-    if old.model_dump(mode="json", exclude=compared) != new.model_dump(mode="json", exclude=compared):
+    provenance = {"files", "created_at", "timings_s"}
+    if old.model_dump(mode="json", exclude=provenance) != manifest.model_dump(mode="json", exclude=provenance):
         return None
-    prefix = manifest_key.removesuffix(MANIFEST)
-    return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), old
+    names = [(p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in files]
+    if [(f.path, f.size) for f in old.files] != names:
+        return None
+    if any(f.sha256 != sha256_file(p) for f, p in zip(old.files, files, strict=True)):
+        return None
+    uri = store.uri(manifest_key.removesuffix(MANIFEST))
+    return InputRef(uri=uri, manifest_sha256=hashlib.sha256(blob).hexdigest()), old
 
 
 def _manifest_blob(store: ObjectStore, ref: InputRef | str) -> tuple[str, bytes]:
