@@ -96,15 +96,27 @@ def run_evaluate(
     result = evaluate.run(config)
     write_ref(evaluation, result.evaluation)
     Path(summary.path).write_text(result.summary.model_dump_json(indent=2))
-    for predictor, values in result.summary.metrics.items():
-        for name, value in values.items():
-            if value is not None:
-                metrics.log_metric(f"{predictor}.{name}", round(float(value), 6))
+    _log_metrics(
+        metrics,
+        {f"{predictor}.{name}": value for predictor, values in result.summary.metrics.items()
+         for name, value in values.items()},
+    )  # fmt: skip
     primary = next(iter(result.summary.thresholds))
     _log_classification(result.evaluation, primary, roc)
-    # KFP keeps these in metadata only; a file at the path lets kfp.local's cache see the output exists.
-    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))
-    Path(roc.path).write_text(json.dumps(roc.metadata, indent=2))
+    _write_metadata(roc)
+
+
+def _log_metrics(metrics: Any, values: dict[str, float | None]) -> None:
+    """Logs every value that exists, rounded, into a KFP Metrics artifact, and writes its file."""
+    for name, value in values.items():
+        if value is not None:
+            metrics.log_metric(name, round(float(value), 6))
+    _write_metadata(metrics)
+
+
+def _write_metadata(artifact: Any) -> None:
+    # KFP keeps metrics in metadata only; a file at the path lets kfp.local's cache see the output exists.
+    Path(artifact.path).write_text(json.dumps(artifact.metadata, indent=2))
 
 
 def _log_classification(evaluation: InputRef, predictor: str, roc: Any) -> None:
@@ -213,7 +225,7 @@ def run_convert(
         parity.log_metric(f"{name}.max_abs_error", output.max_abs_error)
         parity.log_metric(f"{name}.max_rel_error", output.max_rel_error)
         parity.log_metric(f"{name}.tolerance", output.tolerance)
-    Path(parity.path).write_text(json.dumps(parity.metadata, indent=2))
+    _write_metadata(parity)
 
 
 def run_finetune(dataset: KfpArtifact, overrides: dict[str, Any], training: KfpArtifact, metrics: Any) -> None:
@@ -229,13 +241,13 @@ def run_finetune(dataset: KfpArtifact, overrides: dict[str, Any], training: KfpA
         result = finetune.run(config)
     write_ref(training, result.training, run_key=result.summary.run_key, final_step=result.summary.final_step)
     summary = result.summary
-    for name, value in {
-        "final_loss": summary.final_loss,
-        "best_val_dice": summary.best_val_dice,
-        "last_val_dice": summary.last_val_dice,
-        "train_s": summary.train_s,
-        "samples_per_s": summary.mean_samples_per_s,
-    }.items():
-        if value is not None:
-            metrics.log_metric(name, round(float(value), 6))
-    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))
+    _log_metrics(
+        metrics,
+        {
+            "final_loss": summary.final_loss,
+            "best_val_dice": summary.best_val_dice,
+            "last_val_dice": summary.last_val_dice,
+            "train_s": summary.train_s,
+            "samples_per_s": summary.mean_samples_per_s,
+        },
+    )
