@@ -50,6 +50,7 @@ LORA = {
 TIED = {"text_config": {**PRESETS["tiny"]()["text_config"].to_dict(), "tie_word_embeddings": True}}
 # zero stage, recipe: every combination the issue asks for, two of them with tied embeddings.
 RUNS = {"z2": (2, {}), "z2-lora-tied": (2, {**LORA, **TIED}), "z3-tied": (3, TIED), "z3-lora": (3, LORA)}
+RETRAINED = "z2-seed1"  # the z2 run again from another seed: same preset, recipe and tag, other weights
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     jobs = [
         SampleJob(out=root / name, zero_stage=stage, overrides=overrides) for name, (stage, overrides) in RUNS.items()
     ]
+    jobs.append(SampleJob(out=root / RETRAINED, zero_stage=2, seed=1, probe=False))
     write_sample_checkpoints(jobs, log=root / "deepspeed.log")
-    return {name: root / name for name in RUNS}
+    return {name: root / name for name in [*RUNS, RETRAINED]}
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +245,23 @@ def test_stage_accepts_a_local_run_folder(runs, published_dataset, store: Object
     config = convert.Config(training=str(runs["z2"]), dataset=published_dataset, prefix=f"{prefix}/models")
     result = convert.run(config, store)
     assert result.parity.passed and read_manifest(store, result.model).inputs == {"dataset": published_dataset}
+
+
+def test_stage_reconverts_a_local_run_retrained_in_place(
+    runs, published_dataset, store: ObjectStore, prefix: str, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(runs["z2"], run)
+    config = convert.Config(training=str(run), dataset=published_dataset, prefix=f"{prefix}/models")
+    first = convert.run(config, store)
+    shutil.rmtree(run)
+    shutil.copytree(runs[RETRAINED], run)  # the same folder and tag, new weights
+    second = convert.run(config, store)
+
+    assert second.model.uri != first.model.uri
+    # read_manifest refuses an artifact changed since its reference: the first conversion was left as it was.
+    weights = [read_manifest(store, r.model).file("model.safetensors").sha256 for r in (first, second)]
+    assert weights[0] != weights[1]
 
 
 @pytest.mark.parametrize("how", [*BAD, "xtuner-without-state-dict"])

@@ -39,7 +39,7 @@ from vesselseg.storage import (
     read_manifest,
     resolve,
 )
-from vesselseg.storage.artifact import content_key
+from vesselseg.storage.artifact import content_key, local_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,17 @@ def _checkpoint_input(
     )
 
 
+def _local_fingerprints(config: Config) -> dict[str, str]:
+    """Local inputs have no manifest hash; their contents stand in for it, so that retraining into the same folder
+    (same path, same tag) gives a new artifact instead of overwriting the old one under the same key."""
+    named = {
+        "training": config.training,
+        "xtuner_checkpoint": config.xtuner_checkpoint,
+        "base_model": config.base_model,
+    }
+    return {name: local_fingerprint(Path(value)) for name, value in named.items() if value and not _is_uri(value)}
+
+
 def _summary(checkpoint: DeepSpeedInput | XtunerInput, saved, report: ParityReport) -> dict[str, Any]:
     return {
         "source": checkpoint.facts,
@@ -177,6 +188,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     started = time.perf_counter()
     dataset_ref = resolve(store, config.dataset)
     inputs: dict[str, InputRef] = {"dataset": dataset_ref}
+    local_inputs = _local_fingerprints(config)
     with scratch_dir(NAME) as scratch:
         checkpoint = _checkpoint_input(config, store, scratch, inputs)
         fetched = time.perf_counter()
@@ -191,10 +203,10 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         if isinstance(checkpoint, XtunerInput) and checkpoint.report is not None:
             (out / OVERLAY_FILE).write_text(checkpoint.report.model_dump_json(indent=2))
         summary = _summary(checkpoint, saved, report)
-        # Local inputs have no manifest hash; their paths (in the config) and the tag stand in for it.
         key = content_key(
             config.model_dump(mode="json", exclude={"prefix"}),
             sorted(r.manifest_sha256 for r in inputs.values()),
+            local_inputs,
             checkpoint.facts,
         )
         ref, _ = publish_dir(

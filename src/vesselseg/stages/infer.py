@@ -9,7 +9,6 @@ manifest lists only those two inputs. A re-run resumes from the images already d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from vesselseg.predictions import PredictorInfo
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
-from vesselseg.storage.artifact import content_key
+from vesselseg.storage.artifact import content_key, local_fingerprint
 from vesselseg.storage.settings import work_dir
 
 log = logging.getLogger(__name__)
@@ -78,24 +77,13 @@ class Result(BaseModel):
     summary: dict[str, object] = Field(default_factory=dict)
 
 
-def _folder_fingerprint(folder: Path) -> str:
-    """Identity of a local model folder: small files by content, weight files by name, size and mtime (hashing
-    tens of GB on every run would cost minutes)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0".encode())
-        digest.update(path.read_bytes() if stat.st_size < (16 << 20) else str(stat.st_mtime_ns).encode())
-    return digest.hexdigest()
-
-
 def _model_folder(store: ObjectStore, model: InputRef | str) -> tuple[Path, InputRef | None, str]:
     """(local folder, artifact reference or None, identity hash); artifacts are cached by their manifest hash."""
     if isinstance(model, str) and not model.startswith("s3://"):
         folder = Path(model).expanduser().resolve()
         if not (folder / "config.json").is_file():
             raise InferError(f"model {model!r}: {folder / 'config.json'} is missing; not a Hugging Face model folder")
-        return folder, None, _folder_fingerprint(folder)
+        return folder, None, local_fingerprint(folder)
     ref = resolve(store, model)
     manifest = read_manifest(store, ref)
     if manifest.kind != "model":

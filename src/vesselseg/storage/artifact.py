@@ -89,6 +89,18 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def local_fingerprint(path: Path) -> str:
+    """Identity of a local input (a folder or one file) that has no manifest hash: small files by content, large
+    ones by name, size and mtime (hashing tens of GB on every run would cost minutes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path).as_posix()}\0{stat.st_size}\0".encode())
+        digest.update(file.read_bytes() if stat.st_size < (16 << 20) else str(stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
 def _local_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
