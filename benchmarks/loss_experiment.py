@@ -128,14 +128,14 @@ def predict_splits(training: Path, dataset: PreparedDataset, out: Path) -> None:
     import torch
 
     from vesselseg.convert import DeepSpeedInput
-    from vesselseg.convert.merge import plan_merge, training_module
+    from vesselseg.convert.merge import training_module
     from vesselseg.model import Sa2VAProcessor, merge_lora, predict
     from vesselseg.model.prompts import segmentation_prompt
     from vesselseg.train.data import split_samples
     from vesselseg.train.validation import probability_to_uint8
 
     checkpoint = DeepSpeedInput(training)
-    model = merge_lora(training_module(checkpoint.config, checkpoint.open(plan_merge(checkpoint.config)))).eval()
+    model = merge_lora(training_module(checkpoint.config, checkpoint.open())).eval()
     processor = Sa2VAProcessor.from_pretrained(checkpoint.processor_dir)
     writer = PredictionWriter(out)
     read = []

@@ -21,7 +21,7 @@ from vesselseg.convert import (
     raise_unless_passed,
     verify_parity,
 )
-from vesselseg.convert.merge import plan_merge, training_module
+from vesselseg.convert.merge import training_module
 from vesselseg.convert.parity import probe_outputs
 from vesselseg.convert.sample_checkpoint import SampleJob, write_sample_checkpoints
 from vesselseg.data import DataPrepConfig, PreparedDataset, prepare_dataset
@@ -125,7 +125,7 @@ def test_streamed_folder_equals_peft_merge_and_save_pretrained(runs, dataset, tm
     checkpoint = DeepSpeedInput(runs["z3-lora"])
     saved = convert_checkpoint(checkpoint, tmp_path / "streamed", OutputConfig(max_shard_size="1MB"))
 
-    unmerged = training_module(checkpoint.config, checkpoint.open(plan_merge(checkpoint.config)))
+    unmerged = training_module(checkpoint.config, checkpoint.open())
     processor = Sa2VAProcessor.from_pretrained(saved.path)
     batch = processor(
         [dataset.image(i) for i in dataset.ids("val")],
@@ -152,7 +152,7 @@ def test_streamed_folder_equals_peft_merge_and_save_pretrained(runs, dataset, tm
 def test_parity_fails_when_lora_is_not_merged(runs, dataset, tmp_path):
     checkpoint = DeepSpeedInput(runs["z3-lora"])
     saved = convert_checkpoint(checkpoint, tmp_path / "out", OutputConfig(dtype="float32"))
-    source = checkpoint.open(plan_merge(checkpoint.config))
+    source = checkpoint.open()
     prefix = "language_model.base_model.model."
     tensors = load_file(saved.path / "model.safetensors")
     for key in [k for k in tensors if k.startswith("language_model.model.layers.") and k.endswith("proj.weight")]:

@@ -199,7 +199,7 @@ def test_lora_on_internlm2_packed_wqkv_splits_like_the_weight(tmp_path):
     from transformers import LlamaConfig
 
     from vesselseg.convert.merge import plan_merge
-    from vesselseg.convert.xtuner import BaseWeights, XtunerOverlay
+    from vesselseg.convert.xtuner import XtunerOverlay
     from vesselseg.model.official.keymap import split_wqkv
 
     llama = LlamaConfig(
@@ -215,7 +215,7 @@ def test_lora_on_internlm2_packed_wqkv_splits_like_the_weight(tmp_path):
     torch.save(
         {"state_dict": {f"{packed}.lora_A.weight": lora_a, f"{packed}.lora_B.weight": lora_b}}, tmp_path / "i.pth"
     )
-    overlay = XtunerOverlay(plan, tmp_path / "i.pth", BaseWeights(tmp_path / "base"), allow_missing=True)
+    overlay = XtunerOverlay(plan, tmp_path / "i.pth", tmp_path / "base", allow_missing=True)
 
     assert overlay.report.unexpected == [] and len(overlay.report.applied[f"{packed}.lora_B.weight"]) == 3
     layer = "language_model.base_model.model.model.layers.0.self_attn"

@@ -1,4 +1,4 @@
-"""The conversion recipe: plan on meta, stream the shards, then prove parity against the checkpoint.
+"""The conversion recipe: plan on meta (once per input), stream the shards, then prove parity against the checkpoint.
 
 checkpoint = DeepSpeedInput(run_dir)          # or XtunerInput(iter_N.pth, base_dir)
 saved = convert_checkpoint(checkpoint, out_dir, OutputConfig(dtype="bfloat16", max_shard_size="1GB"))
@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from vesselseg.convert.inputs import CheckpointInput
-from vesselseg.convert.merge import plan_merge, training_module
+from vesselseg.convert.merge import training_module
 from vesselseg.convert.parity import ParityConfig, ParityReport, check_parity, probe_batch
 from vesselseg.convert.save import OutputConfig, SavedFolder, write_hf_folder
 from vesselseg.data import PreparedDataset
@@ -26,9 +26,8 @@ PARITY_FILE = "parity.json"
 
 def convert_checkpoint(checkpoint: CheckpointInput, out_dir: Path, output: OutputConfig) -> SavedFolder:
     """Writes the plain Hugging Face folder of `checkpoint` into `out_dir`; bad input fails before any shard."""
-    plan = plan_merge(checkpoint.config)
-    source = checkpoint.open(plan)
-    saved = write_hf_folder(plan, source, checkpoint.processor_dir, out_dir, output)
+    source = checkpoint.open()
+    saved = write_hf_folder(checkpoint.plan, source, checkpoint.processor_dir, out_dir, output)
     del source
     gc.collect()
     log.info(
@@ -46,9 +45,8 @@ def verify_parity(
 ) -> ParityReport:
     """Compares `out_dir` with the training-time module rebuilt from a second reading of `checkpoint`."""
     batch, ids = probe_batch(dataset, Sa2VAProcessor.from_pretrained(out_dir), config)
-    plan = plan_merge(checkpoint.config)
     report = check_parity(
-        lambda: training_module(checkpoint.config, checkpoint.open(plan)), out_dir, batch, ids, dtype, config
+        lambda: training_module(checkpoint.config, checkpoint.open()), out_dir, batch, ids, dtype, config
     )
     (Path(out_dir) / PARITY_FILE).write_text(report.model_dump_json(indent=2))
     return report

@@ -1,19 +1,21 @@
 """What a conversion reads: a fine-tuning run's DeepSpeed checkpoint, or an xtuner `iter_N.pth` over a base model.
 
-Both give the training-time model config, the folder the processor (tokenizer) is read from, and `open(plan)`: a
-fresh `TensorSource` checked against the config before anything is written. The parity check opens the input a
-second time, so its reference owes nothing to the conversion's own reading.
+Both give the training-time model config, its merge plan (made once, for the conversion and the parity check), the
+folder the processor (tokenizer) is read from, and `open()`: a fresh `TensorSource` checked against the plan before
+anything is written. The parity check opens the input a second time, so its reference owes nothing to the
+conversion's own reading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from vesselseg.convert.errors import ConversionError
-from vesselseg.convert.merge import MergePlan, check_source_matches
-from vesselseg.convert.xtuner import BaseWeights, OverlayReport, XtunerOverlay
+from vesselseg.convert.merge import MergePlan, check_source_matches, plan_merge
+from vesselseg.convert.xtuner import OverlayReport, XtunerOverlay
 from vesselseg.convert.zero import ZeroCheckpoint
 from vesselseg.model import Sa2VAConfig
 from vesselseg.train.checkpoint import (  # the layout the finetune stage writes
@@ -32,8 +34,16 @@ def read_config(folder: Path) -> Sa2VAConfig:
     return config
 
 
+class _Planned:
+    config: Sa2VAConfig
+
+    @cached_property
+    def plan(self) -> MergePlan:
+        return plan_merge(self.config)
+
+
 @dataclass
-class DeepSpeedInput:
+class DeepSpeedInput(_Planned):
     """A fine-tuning run folder: `model/` (config, tokenizer) and `checkpoint/` (DeepSpeed save_checkpoint output)."""
 
     run_dir: Path
@@ -49,9 +59,9 @@ class DeepSpeedInput:
     def processor_dir(self) -> Path:
         return self.run_dir / MODEL_DIR
 
-    def open(self, plan: MergePlan) -> ZeroCheckpoint:
+    def open(self) -> ZeroCheckpoint:
         source = ZeroCheckpoint(self.run_dir / CHECKPOINT_DIR, self.tag)
-        check_source_matches(plan, source, str(self.processor_dir / "config.json"))
+        check_source_matches(self.plan, source, str(self.processor_dir / "config.json"))
         self.facts = {
             "kind": "deepspeed",
             "tag": source.tag,
@@ -62,7 +72,7 @@ class DeepSpeedInput:
 
 
 @dataclass
-class XtunerInput:
+class XtunerInput(_Planned):
     """An xtuner `iter_N.pth` and the Hugging Face `Sa2VAModel` folder it trained from (config, tokenizer, weights)."""
 
     checkpoint: Path
@@ -81,8 +91,8 @@ class XtunerInput:
     def processor_dir(self) -> Path:
         return self.base_dir
 
-    def open(self, plan: MergePlan) -> XtunerOverlay:
-        source = XtunerOverlay(plan, self.checkpoint, BaseWeights(self.base_dir), self.allow_missing, self.trust_pickle)
+    def open(self) -> XtunerOverlay:
+        source = XtunerOverlay(self.plan, self.checkpoint, self.base_dir, self.allow_missing, self.trust_pickle)
         self.report = source.report
         self.facts = {
             "kind": "xtuner",

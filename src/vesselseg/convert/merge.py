@@ -82,7 +82,17 @@ def plan_merge(config: Sa2VAConfig) -> MergePlan:
     lora_layers = {name: copy.deepcopy(module) for name, module in layers.items()}
 
     plain = merge_lora(model)
-    tied_targets = set(getattr(plain, "all_tied_weights_keys", {}) or {})
+    tied, untied = _tied_targets(plain)
+    plain_config = copy.deepcopy(config)
+    if untied:
+        # peft's `modules_to_save` trained separate copies of embed_tokens and lm_head; if the config ties them,
+        # loading would overwrite the trained lm_head with the embeddings. Plan again with the config untied, so
+        # that both matrices are saved and the saved config says they are distinct.
+        plain_config.text_config.tie_word_embeddings = False
+        plain_config.tie_word_embeddings = False
+        plan = plan_merge(plain_config)
+        plan.untied = untied
+        return plan
     seen: dict[int, str] = {}
     tensors: list[PlainTensor] = []
     for module_name, module in plain.named_modules():
@@ -91,24 +101,14 @@ def plan_merge(config: Sa2VAConfig) -> MergePlan:
         ]
         for name, tensor in [*module.named_parameters(recurse=False), *persistent]:
             key = f"{module_name}.{name}" if module_name else name
-            if id(tensor) in seen:
+            if id(tensor) in seen or key in tied:
                 continue  # a tied alias: transformers saves the tensor once and ties it again on load
-            if key in tied_targets and _tied_source_present(plain, key):
-                continue
             seen[id(tensor)] = key
             entry = {"key": key, "shape": tensor.shape, "dtype": tensor.dtype}
             if id(module) in merged_into:
                 tensors.append(PlainTensor(**entry, lora_layer=merged_into[id(module)], attribute=name))
             else:
                 tensors.append(PlainTensor(**entry, source_key=training_key[id(tensor)]))
-
-    plain_config = copy.deepcopy(config)
-    untied = _untie_if_trained_apart(plain, plain_config)
-    if untied:
-        # Re-plan with the untied config, so both embedding matrices are saved.
-        plan = plan_merge(plain_config)
-        plan.untied = untied
-        return plan
     return MergePlan(
         config=plain_config,
         tensors=tensors,
@@ -120,28 +120,21 @@ def plan_merge(config: Sa2VAConfig) -> MergePlan:
     )
 
 
-def _tied_source_present(plain: nn.Module, target: str) -> bool:
-    source = plain.all_tied_weights_keys[target]
-    try:
-        return plain.get_parameter(target) is plain.get_parameter(source)
-    except AttributeError:
-        return False
-
-
-def _untie_if_trained_apart(plain: nn.Module, config: Sa2VAConfig) -> list[str]:
-    """peft's `modules_to_save` trains separate copies of embed_tokens and lm_head; if the config ties them, loading
-    would overwrite the trained lm_head with the embeddings, so the saved config must say they are untied."""
-    untied = []
+def _tied_targets(plain: nn.Module) -> tuple[set[str], list[str]]:
+    """The config's tied targets (e.g. lm_head.weight), split into those still sharing their source's tensor and
+    those training made distinct."""
+    tied: set[str] = set()
+    untied: list[str] = []
     for target, source in (getattr(plain, "all_tied_weights_keys", {}) or {}).items():
         try:
-            if plain.get_parameter(target) is not plain.get_parameter(source):
-                untied.append(target)
+            shared = plain.get_parameter(target) is plain.get_parameter(source)
         except AttributeError:
             continue
-    if untied:
-        config.text_config.tie_word_embeddings = False
-        config.tie_word_embeddings = False
-    return untied
+        if shared:
+            tied.add(target)
+        else:
+            untied.append(target)
+    return tied, untied
 
 
 def check_source_matches(plan: MergePlan, source: TensorSource, config_file: str) -> None:

@@ -37,24 +37,14 @@ from vesselseg.convert.errors import ConversionError
 from vesselseg.convert.merge import MergePlan, PlainTensor, PlainTensorReader
 from vesselseg.convert.source import TensorSource
 from vesselseg.model import Sa2VAProcessor
+from vesselseg.model.official.reader import SAFETENSORS_DTYPES
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 SAFE_WEIGHTS = "model{suffix}.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
-SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.bfloat16: "BF16",
-    torch.float16: "F16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+_SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
 
 class OutputConfig(BaseModel):
@@ -172,7 +162,7 @@ def _header(entries: list[tuple[str, torch.Tensor]]) -> bytes:
     for name, tensor in entries:
         size = math.prod(tensor.shape) * tensor.element_size()
         header[name] = {
-            "dtype": SAFETENSORS_DTYPES[tensor.dtype],
+            "dtype": _SAFETENSORS_NAMES[tensor.dtype],
             "shape": list(tensor.shape),
             "data_offsets": [offset, offset + size],
         }

@@ -10,7 +10,6 @@ missing either matrix contributes nothing).
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel
-from safetensors import safe_open
 
 from vesselseg.convert.errors import ConversionError
 from vesselseg.convert.merge import MergePlan
@@ -28,6 +26,8 @@ from vesselseg.convert.official_keys import (
     NativeTensor,
     official_to_native,
 )
+from vesselseg.model.official.errors import OfficialImportError
+from vesselseg.model.official.reader import CheckpointReader
 
 _LLM = "language_model."
 
@@ -73,30 +73,6 @@ def load_iter_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, to
     return state
 
 
-class BaseWeights:
-    """The plain tensors of a Hugging Face `Sa2VAModel` folder, read lazily from its safetensors files."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        index = self.folder / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-        elif (self.folder / "model.safetensors").is_file():
-            weight_map = None
-        else:
-            raise ConversionError(f"base model folder {self.folder} has no model.safetensors or {index.name}")
-        files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
-        self._handles = {name: safe_open(self.folder / name, framework="pt") for name in files}
-        single = self._handles["model.safetensors"] if weight_map is None else None
-        self._where = weight_map or dict.fromkeys(single.keys(), "model.safetensors")
-
-    def keys(self) -> set[str]:
-        return set(self._where)
-
-    def load(self, key: str) -> torch.Tensor:
-        return self._handles[self._where[key]].get_tensor(key)
-
-
 def base_value_keys(plan: MergePlan) -> dict[str, str]:
     """Training-time key → the plain key whose base-model value it starts from (not for LoRA adapter matrices)."""
     mapping: dict[str, str] = {}
@@ -137,18 +113,22 @@ class XtunerOverlay:
         self,
         plan: MergePlan,
         checkpoint: Path,
-        base: BaseWeights,
+        base_dir: Path,
         allow_missing: bool = False,
         trust_pickle: bool = False,
     ):
-        self.description = f"xtuner checkpoint {checkpoint} over base model {base.folder}"
+        self.description = f"xtuner checkpoint {checkpoint} over base model {base_dir}"
         self.plan = plan
-        self.base = base
+        try:
+            self.base = CheckpointReader(base_dir)
+        except OfficialImportError as err:
+            raise ConversionError(f"base model folder {base_dir}: {err}") from err
         plain_keys = {t.key for t in plan.tensors}
-        if base.keys() != plain_keys:
-            extra, lacking = sorted(base.keys() - plain_keys), sorted(plain_keys - base.keys())
+        base_keys = set(self.base.info)
+        if base_keys != plain_keys:
+            extra, lacking = sorted(base_keys - plain_keys), sorted(plain_keys - base_keys)
             raise ConversionError(
-                f"base model {base.folder} does not match its config: {len(lacking)} tensors missing "
+                f"base model {base_dir} does not match its config: {len(lacking)} tensors missing "
                 f"(e.g. {lacking[:3]}), {len(extra)} unexpected (e.g. {extra[:3]})"
             )
         self._base_keys = base_value_keys(plan)
@@ -175,7 +155,7 @@ class XtunerOverlay:
         missing = sorted(plan.trainable - set(self._overlay))
         self.report = OverlayReport(
             checkpoint=str(checkpoint),
-            base=str(base.folder),
+            base=str(base_dir),
             applied=applied,
             missing=missing,
             unexpected=sorted(unexpected),
@@ -195,7 +175,7 @@ class XtunerOverlay:
         if key in self._overlay:
             return self._overlay[key]
         if key in self._base_keys:
-            return self.base.load(self._base_keys[key])
+            return self.base.tensor(self._base_keys[key])
         if ".lora_A." in key or ".lora_B." in key:
             return torch.zeros(self.plan.training_shapes[key])  # only reached for allowed missing adapters
         raise ConversionError(f"{self.description}: nothing provides {key}")

@@ -28,23 +28,25 @@ _MADV_DONTNEED = 4
 _DROP_EVERY_BYTES = 64 * 2**20
 
 
-def resolve_tag(checkpoint_dir: Path, tag: str | None) -> str:
-    """The tag to read: `tag` if given, else the one the checkpoint's `latest` file names."""
+def resolve_tag(checkpoint_dir: Path, tag: str | None, shown_as: str | None = None) -> str:
+    """The tag to read: `tag` if given, else the one the checkpoint's `latest` file names. Only `latest` and the tag
+    folders are looked at, so a local skeleton of a published checkpoint (named `shown_as` in errors) will do."""
     checkpoint_dir = Path(checkpoint_dir)
+    where = (shown_as or str(checkpoint_dir)).rstrip("/")
     if not checkpoint_dir.is_dir():
-        raise ConversionError(f"checkpoint folder {checkpoint_dir} does not exist")
+        raise ConversionError(f"checkpoint folder {where} does not exist")
     if tag is None:
         latest = checkpoint_dir / LATEST
         if not latest.is_file():
             tags = sorted(p.name for p in checkpoint_dir.iterdir() if p.is_dir())
             raise ConversionError(
-                f"{latest} does not exist and no tag was given; pass tag= one of {tags or '(none saved)'}"
+                f"{where}/{LATEST} does not exist and no tag was given; pass tag= one of {tags or '(none saved)'}"
             )
         tag = latest.read_text().strip()
         if not tag:
-            raise ConversionError(f"{latest} is empty; pass tag= explicitly")
+            raise ConversionError(f"{where}/{LATEST} is empty; pass tag= explicitly")
     if not (checkpoint_dir / tag).is_dir():
-        raise ConversionError(f"checkpoint tag folder {checkpoint_dir / tag} does not exist")
+        raise ConversionError(f"checkpoint tag folder {where}/{tag} does not exist")
     return tag
 
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from vesselseg.convert import (
     CHECKPOINT_DIR,
     MODEL_DIR,
-    ConversionError,
     DeepSpeedInput,
     OutputConfig,
     ParityConfig,
@@ -28,7 +27,7 @@ from vesselseg.convert import (
     raise_unless_passed,
     verify_parity,
 )
-from vesselseg.convert.zero import LATEST
+from vesselseg.convert.zero import LATEST, resolve_tag
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import (
@@ -93,17 +92,16 @@ def _is_uri(value: InputRef | str) -> bool:
 def _fetch_training(store: ObjectStore, ref: InputRef, local: Path, tag: str | None) -> str:
     """Downloads model/ and the one checkpoint tag needed (not every saved tag); returns the tag."""
     paths = [f.path for f in read_manifest(store, ref).files]
-    latest = f"{CHECKPOINT_DIR}/{LATEST}"
-    if tag is None:
-        if latest not in paths:
-            tags = sorted({p.split("/")[1] for p in paths if p.startswith(f"{CHECKPOINT_DIR}/") and p.count("/") >= 2})
-            raise ConversionError(f"{ref.uri}{latest} does not exist and no tag was given; pass tag= one of {tags}")
-        fetch_dir(store, ref, local, only=[latest])
-        tag = (local / latest).read_text().strip()
-    wanted = [p for p in paths if p.startswith((f"{MODEL_DIR}/", f"{CHECKPOINT_DIR}/{tag}/"))]
-    if not any(p.startswith(f"{CHECKPOINT_DIR}/{tag}/") for p in wanted):
-        raise ConversionError(f"{ref.uri}{CHECKPOINT_DIR}/{tag}/ holds no files: no such checkpoint tag")
-    fetch_dir(store, ref, local, only=wanted)
+    # `latest` and an empty folder per saved tag are all `resolve_tag` reads; no rank file is fetched before it.
+    checkpoint = local / CHECKPOINT_DIR
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if path.startswith(f"{CHECKPOINT_DIR}/") and path.count("/") >= 2:
+            (checkpoint / path.split("/")[1]).mkdir(exist_ok=True)
+    if tag is None and f"{CHECKPOINT_DIR}/{LATEST}" in paths:
+        fetch_dir(store, ref, local, only=[f"{CHECKPOINT_DIR}/{LATEST}"])
+    tag = resolve_tag(checkpoint, tag, shown_as=f"{ref.uri.rstrip('/')}/{CHECKPOINT_DIR}")
+    fetch_dir(store, ref, local, only=[p for p in paths if p.startswith((f"{MODEL_DIR}/", f"{CHECKPOINT_DIR}/{tag}/"))])
     return tag
 
 

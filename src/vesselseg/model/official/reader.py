@@ -21,7 +21,8 @@ FORMATS = (
     ("pytorch_model.bin", "pytorch_model.bin.index.json"),
 )
 
-_SAFETENSORS_DTYPES = {
+# The safetensors dtype names this project reads and writes.
+SAFETENSORS_DTYPES = {
     "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
@@ -86,12 +87,15 @@ class CheckpointReader:
     @staticmethod
     def _dtype(handle, key: str, path: Path) -> torch.dtype:
         name = handle.get_slice(key).get_dtype()
-        if name not in _SAFETENSORS_DTYPES:
+        if name not in SAFETENSORS_DTYPES:
             raise OfficialImportError(f"{path.name}: tensor {key!r} has dtype {name}, which the import does not read")
-        return _SAFETENSORS_DTYPES[name]
+        return SAFETENSORS_DTYPES[name]
 
     def keys(self) -> list[str]:
         return list(self.info)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return next(self.tensors([key]))[1]
 
     def tensors(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """The named tensors, file by file so that each shard is opened once."""
