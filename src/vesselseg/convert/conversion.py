@@ -8,7 +8,6 @@ raise_unless_passed(report, out_dir)
 
 from __future__ import annotations
 
-import gc
 import logging
 from pathlib import Path
 
@@ -26,10 +25,7 @@ PARITY_FILE = "parity.json"
 
 def convert_checkpoint(checkpoint: CheckpointInput, out_dir: Path, output: OutputConfig) -> SavedFolder:
     """Writes the plain Hugging Face folder of `checkpoint` into `out_dir`; bad input fails before any shard."""
-    source = checkpoint.open()
-    saved = write_hf_folder(checkpoint.plan, source, checkpoint.processor_dir, out_dir, output)
-    del source
-    gc.collect()
+    saved = write_hf_folder(checkpoint.plan, checkpoint.open(), checkpoint.processor_dir, out_dir, output)
     log.info(
         "wrote %d shards, %.3f GB of %s weights in %.1f s",
         len(saved.shards),

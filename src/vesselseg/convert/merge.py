@@ -155,12 +155,13 @@ def check_source_matches(plan: MergePlan, source: TensorSource, config_file: str
 
 
 class PlainTensorReader:
-    """Plain tensors in the output dtype; each LoRA layer is merged once, when its first tensor is asked for."""
+    """Plain tensors as stored (or, for LoRA layers, as merged in float32); the writer casts them to the output
+    dtype. Each LoRA layer is merged once, when its first tensor is asked for."""
 
-    def __init__(self, plan: MergePlan, source: TensorSource, dtype: torch.dtype):
-        self.plan, self.source, self.dtype = plan, source, dtype
+    def __init__(self, plan: MergePlan, source: TensorSource):
+        self.plan, self.source = plan, source
         self._merged: tuple[str, nn.Module] | None = None
-        self._lock = threading.Lock()  # reads come from several writer threads
+        self._lock = threading.Lock()  # reads come from several worker threads
 
     def read(self, tensor: PlainTensor) -> torch.Tensor:
         with torch.no_grad():
@@ -173,7 +174,7 @@ class PlainTensorReader:
                     f"{self.source.description}: {tensor.key} has shape {list(value.shape)}, "
                     f"expected {list(tensor.shape)}"
                 )
-            return value.to(self.dtype) if value.is_floating_point() else value
+            return value
 
     def _merged_layer(self, name: str) -> nn.Module:
         with self._lock:

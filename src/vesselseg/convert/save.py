@@ -5,14 +5,17 @@ safetensors shards named and split by `huggingface_hub.split_torch_state_dict_in
 `model.safetensors.index.json`, `config.json`, `generation_config.json`, the tokenizer — but the plain model is never
 built. The shard plan is made from meta tensors; each shard's safetensors header is known before any weight is read
 (names, dtypes, shapes), so the file is written as the format lays it out (8-byte header length, JSON header, the
-tensors' bytes back to back) while worker threads produce the next tensors (gathered, merged, cast). Memory holds
-a few tensors (workers + 1), and reading overlaps writing; `safetensors.save_file` would need the whole shard in
-memory and holds the GIL while it writes. Tied weights are saved once, under the name transformers keeps, because
-safetensors refuses aliased tensors and `from_pretrained` ties them again.
+tensors' bytes back to back). Worker threads gather and merge the next tensors while each one is cast straight into
+the chunk buffers of a `ChunkedFile`, whose thread hands them to the disk (see direct_write). Memory holds a few
+tensors (workers + 1) and a few chunks; reading, casting and writing overlap, and so does writing the config and
+tokenizer. `safetensors.save_file` would need the whole shard in memory and holds the GIL while it writes. Tied
+weights are saved once, under the name transformers keeps, because safetensors refuses aliased tensors and
+`from_pretrained` ties them again.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -33,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from vesselseg.convert.direct_write import ChunkedFile, ChunkPool
 from vesselseg.convert.errors import ConversionError
 from vesselseg.convert.merge import MergePlan, PlainTensor, PlainTensorReader
 from vesselseg.convert.source import TensorSource
@@ -45,6 +49,10 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 SAFE_WEIGHTS = "model{suffix}.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 _SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+# 16 MiB chunks, 4 of them: the disk always has the next chunk queued while one is filled (measured on a 2-core VM;
+# 8 to 32 MiB were within noise).
+_CHUNK_BYTES = 16 * 2**20
+_CHUNKS = 4
 
 
 class OutputConfig(BaseModel):
@@ -101,46 +109,46 @@ def write_hf_folder(
         for key in plan.source_keys([by_key[k] for k in keys]):
             last_use[key] = index
 
-    reader = PlainTensorReader(plan, source, dtype)
+    reader = PlainTensorReader(plan, source)
     order = [by_key[k] for _, keys in shards for k in keys]
     tensors = _prefetched(reader, order, output.workers or min(4, os.cpu_count() or 1))
     total = sum(t.numel() * t.element_size() for t in meta.values())
     written = 0
-    with tqdm(total=total, unit="B", unit_scale=True, desc="writing shards", mininterval=2.0) as progress:
-        for index, (filename, keys) in enumerate(shards):
-            header = _header([(k, meta[k]) for k in keys])
-            with open(out_dir / filename, "wb") as handle:
-                handle.write(header)
-                for key in keys:
-                    value = next(tensors)
-                    data = value.reshape(-1).view(torch.uint8).numpy()
-                    handle.write(data)
-                    written += data.nbytes
-                    progress.update(data.nbytes)
-                    del value, data
-            expected = len(header) + sum(m.numel() * m.element_size() for m in (meta[k] for k in keys))
-            if (out_dir / filename).stat().st_size != expected:
-                raise ConversionError(
-                    f"{out_dir / filename} has {(out_dir / filename).stat().st_size} bytes, expected {expected}"
-                )
-            source.release([k for k, last in last_use.items() if last == index])
-            log.info("wrote %s (%d/%d shards, %.2f GB so far)", filename, index + 1, len(shards), written / 1e9)
+    pool = ChunkPool(_CHUNK_BYTES, _CHUNKS)
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-metadata") as side,
+            tqdm(total=total, unit="B", unit_scale=True, desc="writing shards", mininterval=2.0) as progress,
+        ):
+            # Config and tokenizer are small but slow Python; written beside the shards, they cost no wall time.
+            metadata = side.submit(_write_metadata, plan, processor_dir, out_dir, output.dtype)
+            for index, (filename, keys) in enumerate(shards):
+                header = _header([(k, meta[k]) for k in keys])
+                with ChunkedFile(out_dir / filename, pool) as shard:
+                    shard.put_bytes(header)
+                    for key in keys:
+                        value = next(tensors)
+                        shard.put(value, meta[key].dtype)  # the one explicit cast of floating tensors
+                        del value
+                        nbytes = meta[key].numel() * meta[key].element_size()
+                        written += nbytes
+                        progress.update(nbytes)
+                expected = len(header) + sum(m.numel() * m.element_size() for m in (meta[k] for k in keys))
+                if shard.size != expected or (out_dir / filename).stat().st_size != expected:
+                    raise ConversionError(
+                        f"{out_dir / filename} has {(out_dir / filename).stat().st_size} bytes, expected {expected}"
+                    )
+                source.release([k for k, last in last_use.items() if last == index])
+                log.info("wrote %s (%d/%d shards, %.2f GB so far)", filename, index + 1, len(shards), written / 1e9)
+            metadata.result()
+    finally:
+        pool.close()
     if split.is_sharded:
         index = {
             "metadata": {"total_parameters": plan.num_parameters, **split.metadata},
             "weight_map": split.tensor_to_filename,
         }
         (out_dir / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-
-    config = _plain_config(plan, output.dtype)
-    config.save_pretrained(out_dir)
-    processor = Sa2VAProcessor.from_pretrained(processor_dir)
-    processor.save_pretrained(out_dir)
-    generation = GenerationConfig.from_model_config(config.text_config)
-    generation.update(
-        eos_token_id=processor.tokenizer.eos_token_id, pad_token_id=processor.tokenizer.pad_token_id, do_sample=False
-    )
-    generation.save_pretrained(out_dir)
     return SavedFolder(
         path=out_dir,
         files=sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()),
@@ -174,7 +182,7 @@ def _header(entries: list[tuple[str, torch.Tensor]]) -> bytes:
 
 def _prefetched(reader: PlainTensorReader, order: list[PlainTensor], workers: int) -> Iterator[torch.Tensor]:
     """Each tensor of `order`, contiguous and in order, produced by `workers` threads running ahead of the writer
-    (torch's gathering and casting release the GIL, so they overlap with each other and with the file writes)."""
+    (torch's gathering releases the GIL, so they overlap with each other and with the casts and file writes)."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert-read") as pool:
         pending: deque = deque()
         for tensor in order:
@@ -185,8 +193,16 @@ def _prefetched(reader: PlainTensorReader, order: list[PlainTensor], workers: in
             yield pending.popleft().result()
 
 
-def _plain_config(plan: MergePlan, dtype: str):
-    config = plan.config.__class__.from_dict(plan.config.to_dict())
+def _write_metadata(plan: MergePlan, processor_dir: Path, out_dir: Path, dtype: str) -> None:
+    """config.json, generation_config.json and the processor (tokenizer) files."""
+    config = copy.deepcopy(plan.config)
     config.architectures = ["Sa2VAModel"]
     config.dtype = dtype
-    return config
+    config.save_pretrained(out_dir)
+    processor = Sa2VAProcessor.from_pretrained(processor_dir)
+    processor.save_pretrained(out_dir)
+    generation = GenerationConfig.from_model_config(config.text_config)
+    generation.update(
+        eos_token_id=processor.tokenizer.eos_token_id, pad_token_id=processor.tokenizer.pad_token_id, do_sample=False
+    )
+    generation.save_pretrained(out_dir)
