@@ -145,3 +145,12 @@ def test_bf16_forward_and_backward(tokenizer):
     out.loss.backward()
     assert out.mask_logits.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
     assert torch.isfinite(out.loss)
+
+
+def test_compiling_the_image_encoders_keeps_the_checkpoint_keys(tokenizer):
+    model, _ = tiny(tokenizer)
+    keys = list(model.state_dict())
+    model.compile_image_encoders()
+    assert list(model.state_dict()) == keys  # torch.compile(module) would have added `_orig_mod.` prefixes
+    assert model.vision_model._compiled_call_impl is not None
+    assert model.grounding_encoder.vision_encoder._compiled_call_impl is not None

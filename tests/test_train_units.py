@@ -19,6 +19,7 @@ from vesselseg.train.base_model import (
 from vesselseg.train.config import Sam2Geometry
 from vesselseg.train.data import DataOrder, augment
 from vesselseg.train.engine import deepspeed_config, lr_factor
+from vesselseg.train.loop import check_finite
 
 
 def _global_batches(order: DataOrder, step: int, world: int, accumulation: int) -> list[list[int]]:
@@ -121,6 +122,7 @@ def test_deepspeed_config_follows_the_finetune_config() -> None:
         2,
     )
     assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] and ds["gradient_clipping"] == 0.5
+    assert ds["bf16"]["check_grad_overflow"] is False  # the loop's check_finite stands in for it
     assert ds["optimizer"] == {
         "type": "AdamW",
         "params": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "torch_adam": True},
@@ -128,6 +130,23 @@ def test_deepspeed_config_follows_the_finetune_config() -> None:
     assert not deepspeed_config(config.model_copy(update={"fused_adam": True}), 2, "bf16")["optimizer"]["params"].get(
         "torch_adam"
     )
+
+
+@pytest.mark.parametrize(
+    ("loss", "grad_norm", "shown"),
+    [
+        (float("nan"), 1.0, "loss nan"),
+        (0.5, -1.0, "norm inf/NaN"),
+        (0.5, float("inf"), "norm inf"),
+        (float("inf"), None, "loss inf"),
+    ],
+)
+def test_a_non_finite_step_stops_the_run(loss: float, grad_norm: float | None, shown: str) -> None:
+    with pytest.raises(TrainingError, match=rf"step 7: .*{shown}.*before this step reaches a checkpoint"):
+        check_finite(7, loss, grad_norm)
+    check_finite(7, 0.5, 2.0)
+    check_finite(7, 0.5, torch.tensor(2.0))
+    check_finite(7, 0.5, None)  # DeepSpeed reports no norm before the first step
 
 
 @pytest.mark.parametrize("geometry, logits", [({"image_size": 128}, 32), ({"image_size": 256, "patch_stride": 8}, 32)])

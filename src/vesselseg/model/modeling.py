@@ -131,6 +131,11 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
             # channels to pass the image through (measured: it learned markedly slower), and a non-zero output.
             self.mask_refiner.reset_parameters()
 
+    def compile_image_encoders(self) -> None:
+        """torch.compile InternViT and SAM2's image encoder in place: state-dict keys and checkpoints unchanged."""
+        self.vision_model.compile()
+        self.grounding_encoder.vision_encoder.compile()
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 

@@ -88,6 +88,11 @@ class FinetuneConfig(BaseModel):
         False, description="DeepSpeed's FusedAdam (JIT-built CUDA op) instead of torch's AdamW; GPU only"
     )
     activation_checkpointing: bool = False
+    compile_encoders: bool = Field(
+        False,
+        description="torch.compile the frozen image encoders (InternViT, SAM2's Hiera): on an H100 the SAM2 encoder "
+        "takes 35 % less time, for about a minute of compilation per launch; meant for GPUs",
+    )
     seed: int = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 

@@ -45,7 +45,10 @@ def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precisi
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation(world_size),
         "gradient_clipping": config.gradient_clipping,
-        "bf16": {"enabled": precision == "bf16"},
+        # DeepSpeed's bf16 overflow scan launches a few kernels per gradient tensor (LoRA makes ~500): 100 ms of
+        # a 513 ms sa2va-4b step on an H100 (benchmarks/results/train_profile.md). bf16 needs no loss scaling, so
+        # the loop checks the global norm DeepSpeed computes anyway and stops on a non-finite one instead.
+        "bf16": {"enabled": precision == "bf16", "check_grad_overflow": False},
         "zero_optimization": zero,
         "optimizer": {"type": "AdamW", "params": optimizer_params},
         "steps_per_print": _NEVER,

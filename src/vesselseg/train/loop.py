@@ -15,6 +15,7 @@ resumed run needs no saved generator state and a run on more ranks draws the sam
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 import shutil
@@ -75,6 +76,21 @@ def _peak_memory_gb(device: torch.device) -> float:
 
 def _seed_step(seed: int, step: int, micro_batch: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, step, micro_batch]).generate_state(1)[0]))
+
+
+def check_finite(step: int, loss: float, grad_norm: Any) -> None:
+    """Stops the run at a non-finite loss or gradient norm, before any checkpoint can hold the step's weights.
+
+    DeepSpeed reports an inf/NaN global norm as -1 and, with its overflow scan off (see engine.py), applies the
+    step anyway, so continuing would only train on garbage.
+    """
+    norm = None if grad_norm is None else float(grad_norm)
+    if not math.isfinite(loss) or (norm is not None and (not math.isfinite(norm) or norm < 0)):
+        shown = "inf/NaN" if norm is not None and norm < 0 else norm
+        raise TrainingError(
+            f"step {step}: loss {loss}, gradient norm {shown}; stopping before this step reaches a checkpoint "
+            "(those already published are kept). Lower lr or check the inputs"
+        )
 
 
 class Trainer:
@@ -140,6 +156,8 @@ class Trainer:
         model = apply_training_recipe(model)
         if config.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.compile_encoders:
+            model.compile_image_encoders()
         self.model_config = model.config
         self.engine = initialize(model, config, self.world, self.job.precision)
 
@@ -295,6 +313,7 @@ class Trainer:
         micro_batches = self.world * self.accumulation
         loss, lm, bce, dice, cldice, tokens = totals.cpu().tolist()
         grad_norm = engine.get_global_grad_norm()
+        check_finite(step, loss / micro_batches, grad_norm)
         return {
             "step": step,
             "loss": loss / micro_batches,
