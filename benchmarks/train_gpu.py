@@ -10,6 +10,9 @@ activation checkpointing unless --checkpointing. One sample = one fundus image a
 InternVL tiles (default 1: a DRIVE-sized image gets one tile, 256 image tokens), a prompt and answer of random
 token ids around them, one [SEG], the image at SAM2's 1024 px, and a 584×565 target mask (full-resolution loss for
 the presets that use it). The micro-batch per GPU is fixed, so N GPUs do N times the work of one (weak scaling).
+--accumulation K runs K micro-batches per optimizer step (a real run's global batch is larger than one micro-batch
+per GPU), so the optimizer step and gradient reduction are paid once per K; --compile-encoders compiles the
+frozen image encoders as FinetuneConfig.compile_encoders does. Both settings are printed in the table's header.
 
 Model FLOPs, counted by torch.utils.flop_counter.FlopCounterMode over one real forward and backward of the bare
 module (before DeepSpeed wraps it, no activation checkpointing, so nothing is counted twice):
@@ -40,18 +43,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 PEAK_TFLOPS = 790.0
+Flops = tuple[float, float]  # forward, forward + backward
 MASK_SIZE = (584, 565)
 PROMPT_TOKENS, ANSWER_TOKENS = 24, 6
 
 
-def _model_and_batch(preset: str, micro_batch: int, tiles: int, device: torch.device, dtype: torch.dtype, seed: int):
-    from vesselseg.model import Sa2VABatch, Sa2VAModel, apply_training_recipe, build_tokenizer, preset_config
-    from vesselseg.model.modeling import IGNORE_INDEX
+def build_model(preset: str, device: torch.device, dtype: torch.dtype, seed: int):
+    """The preset with random weights and Sa2VA's training recipe, and its tokenizer."""
+    from vesselseg.model import Sa2VAModel, apply_training_recipe, build_tokenizer, preset_config
 
     tokenizer = build_tokenizer()
     config = preset_config(preset, tokenizer)
@@ -64,7 +69,15 @@ def _model_and_batch(preset: str, micro_batch: int, tiles: int, device: torch.de
     finally:
         torch.set_default_dtype(previous)
     model.to(device, dtype)
+    return model, tokenizer
 
+
+def make_batch(model, tokenizer, samples: int, tiles: int, device: torch.device, dtype: torch.dtype, seed: int):
+    """`samples` identical fundus-image samples (prompt, image tokens, answer with one [SEG], target mask)."""
+    from vesselseg.model import Sa2VABatch
+    from vesselseg.model.modeling import IGNORE_INDEX
+
+    config = model.config
     generator = torch.Generator().manual_seed(seed)
     specials = len(tokenizer)  # ids below this are the tiny tokenizer's; any id above is a plain word piece
     vocab = config.text_config.vocab_size
@@ -76,18 +89,22 @@ def _model_and_batch(preset: str, micro_batch: int, tiles: int, device: torch.de
 
     prompt = words(PROMPT_TOKENS) + [start] + [config.image_token_id] * image_tokens + [end] + words(8)
     answer = words(ANSWER_TOKENS - 2) + [config.seg_token_id] + words(1)
-    ids = torch.tensor([prompt + answer] * micro_batch)
-    labels = torch.tensor([[IGNORE_INDEX] * len(prompt) + answer] * micro_batch)
+    ids = torch.tensor([prompt + answer] * samples)
+    labels = torch.tensor([[IGNORE_INDEX] * len(prompt) + answer] * samples)
     tile, sam = config.tile_size, config.sam2_image_size
-    batch = Sa2VABatch(
+    return Sa2VABatch(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
-        pixel_values=torch.randn(micro_batch * tiles, 3, tile, tile, generator=generator),
-        sam2_pixel_values=torch.randn(micro_batch, 3, sam, sam, generator=generator),
+        pixel_values=torch.randn(samples * tiles, 3, tile, tile, generator=generator),
+        sam2_pixel_values=torch.randn(samples, 3, sam, sam, generator=generator),
         labels=labels,
-        gt_masks=[(torch.rand(1, *MASK_SIZE, generator=generator) < 0.1).float() for _ in range(micro_batch)],
+        gt_masks=[(torch.rand(1, *MASK_SIZE, generator=generator) < 0.1).float() for _ in range(samples)],
     ).to(device, dtype)
-    return model, batch
+
+
+def model_and_batch(preset: str, micro_batch: int, tiles: int, device: torch.device, dtype: torch.dtype, seed: int):
+    model, tokenizer = build_model(preset, device, dtype, seed)
+    return model, make_batch(model, tokenizer, micro_batch, tiles, device, dtype, seed)
 
 
 def count_flops(model, batch) -> tuple[float, float]:
@@ -116,16 +133,35 @@ def count_flops(model, batch) -> tuple[float, float]:
     return forward, forward + float(backward_counter.get_total_flops())
 
 
-def train_step(engine, batch) -> None:
-    output = engine(**batch)
-    engine.backward(output.loss)
-    engine.step()
+def flops_of_micro_batch(preset: str, tiles: int, device: torch.device, dtype: torch.dtype) -> Callable[[int], Flops]:
+    """(forward, forward + backward) FLOPs of a micro-batch of n samples, as a function of n.
+
+    Counted on batches of one and two samples and extended linearly (a small part, such as SAM2's positional
+    map, is computed once per batch; the rest is per sample): counting a whole micro-batch in eager attention
+    (below) needs memory a large one does not have (sa2va-4b at 16 samples ran out on an 80 GB H100).
+    """
+    model, tokenizer = build_model(preset, device, dtype, seed=0)
+    one, two = (count_flops(model, make_batch(model, tokenizer, n, tiles, device, dtype, seed=0)) for n in (1, 2))
+    del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return lambda n: tuple(a + (n - 1) * (b - a) for a, b in zip(one, two, strict=True))
+
+
+def train_step(engine, batch, accumulation: int = 1) -> None:
+    """One optimizer step: `accumulation` micro-batches (DeepSpeed steps the optimizer after the last)."""
+    for _ in range(accumulation):
+        output = engine(**batch)
+        engine.backward(output.loss)
+        engine.step()
 
 
 def measure(
-    preset: str, zero_stage: int, args: argparse.Namespace, device: torch.device, flops: dict[str, tuple[float, float]]
+    preset: str, zero_stage: int, args: argparse.Namespace, device: torch.device, flops: dict[str, Callable[[int], Flops]]
 ) -> dict | None:
-    """One configuration; `flops` caches each preset's count, which does not depend on the ZeRO stage."""
+    """One configuration; `flops` caches each preset's count, which does not depend on the ZeRO stage.
+    The count runs on a model without activation checkpointing, which would count recomputation."""
     import torch.distributed as dist
 
     from vesselseg.train.config import FinetuneConfig
@@ -134,21 +170,23 @@ def measure(
     world, rank = dist.get_world_size(), dist.get_rank()
     on_gpu = device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
+    if preset not in flops:
+        flops[preset] = flops_of_micro_batch(preset, args.tiles, device, dtype)
+    forward_flops, step_flops = flops[preset](args.micro_batch)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     built = time.perf_counter()
-    model, batch = _model_and_batch(preset, args.micro_batch, args.tiles, device, dtype, seed=0)
+    model, batch = model_and_batch(preset, args.micro_batch, args.tiles, device, dtype, seed=0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if preset not in flops:
-        flops[preset] = count_flops(model, batch)  # before checkpointing, which would count recomputation
-    forward_flops, step_flops = flops[preset]
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.compile_encoders:
+        model.compile_image_encoders()
     config = FinetuneConfig(
         base_model=f"preset:{preset}",
         steps=args.warmup + args.steps,
         micro_batch_size=args.micro_batch,
-        global_batch_size=args.micro_batch * world,
+        global_batch_size=args.micro_batch * world * args.accumulation,
         zero_stage=zero_stage,
         lr=4e-5,
         precision="bf16" if on_gpu else "fp32",
@@ -157,13 +195,13 @@ def measure(
     setup_s = time.perf_counter() - built
 
     for _ in range(args.warmup):
-        train_step(engine, batch)
+        train_step(engine, batch, args.accumulation)
     if on_gpu:
         torch.cuda.synchronize(device)
     dist.barrier()
     started = time.perf_counter()
     for _ in range(args.steps):
-        train_step(engine, batch)
+        train_step(engine, batch, args.accumulation)
     if on_gpu:
         torch.cuda.synchronize(device)
     seconds = torch.tensor([time.perf_counter() - started], device=device)
@@ -171,7 +209,8 @@ def measure(
     memory = torch.tensor([torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else 0.0], device=device)
     dist.all_reduce(memory, op=dist.ReduceOp.MAX)
     step_s = float(seconds.item()) / args.steps
-    tokens = batch.attention_mask.numel()
+    tokens = batch.attention_mask.numel() * args.accumulation  # per rank and optimizer step
+    samples = args.micro_batch * args.accumulation
     engine.destroy()
     del engine, model, batch
     gc.collect()
@@ -186,15 +225,17 @@ def measure(
         "device": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu",
         "precision": "bf16" if on_gpu else "fp32",
         "micro_batch": args.micro_batch,
+        "accumulation": args.accumulation,
+        "compiled_encoders": args.compile_encoders,
         "tiles": args.tiles,
-        "tokens_per_sample": tokens // args.micro_batch,
+        "tokens_per_sample": tokens // samples,
         "checkpointing": args.checkpointing,
         "step_ms": step_s * 1e3,
-        "samples_per_s": args.micro_batch * world / step_s,
+        "samples_per_s": samples * world / step_s,
         "tokens_per_s": tokens * world / step_s,
         "forward_gflop_per_sample": forward_flops / args.micro_batch / 1e9,
         "step_gflop_per_sample": step_flops / args.micro_batch / 1e9,
-        "tflops_per_gpu": step_flops / step_s / 1e12,
+        "tflops_per_gpu": step_flops * args.accumulation / step_s / 1e12,
         "peak_memory_gb": float(memory.item()),
         "trainable_params": trainable,
         "setup_s": setup_s,
@@ -213,7 +254,7 @@ def worker(args: argparse.Namespace) -> None:
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")
     if on_gpu:
         torch.cuda.set_device(device)
-    flops: dict[str, tuple[float, float]] = {}
+    flops: dict[str, Callable[[int], Flops]] = {}
     for preset in args.presets.split(","):
         for zero_stage in (int(s) for s in args.zero.split(",")):
             row = measure(preset, zero_stage, args, device, flops)
@@ -234,9 +275,12 @@ def table(rows: list[dict]) -> str:
     single = {(r["preset"], r["zero_stage"]): r["samples_per_s"] for r in rows if r["gpus"] == 1}
     first = rows[0]
     lines = [
-        f"Training throughput, {first['device']}, {first['precision']}, micro-batch {first['micro_batch']} per GPU, "
-        f"{first['tiles']} tile(s) = {first['tokens_per_sample']} tokens per sample, activation checkpointing "
-        f"{'on' if first['checkpointing'] else 'off'}; {dt.date.today().isoformat()}, host {platform.node()}",
+        f"Training throughput, {first['device']}, {first['precision']}, micro-batch {first['micro_batch']} per GPU × "
+        f"{first.get('accumulation', 1)} accumulated per optimizer step, {first['tiles']} tile(s) = "
+        f"{first['tokens_per_sample']} tokens per sample, activation checkpointing "
+        f"{'on' if first['checkpointing'] else 'off'}, image encoders "
+        f"{'compiled' if first.get('compiled_encoders') else 'eager'}; {dt.date.today().isoformat()}, "
+        f"host {platform.node()}",
         "",
         "| preset | ZeRO | GPUs | ms/step | samples/s | tokens/s | model TFLOP/s per GPU | % of 790 | peak GB "
         "| scaling vs 1 GPU |",
@@ -301,6 +345,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
+    parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument(
+        "--compile-encoders", action="store_true", help="torch.compile the frozen image encoders (FinetuneConfig)"
+    )
     args = parser.parse_args()
     if args.worker:
         if args.results is None:

@@ -1,0 +1,56 @@
+"""The training benchmarks' own code paths on the CPU with the tiny preset (the GPU numbers are in the README)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_gpu import build_model, count_flops, flops_of_micro_batch, make_batch  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+
+
+def test_micro_batch_flops_extend_linearly_from_one_and_two_samples() -> None:
+    """train_gpu counts batches of one and two and extends the line: honest only if a third sample adds exactly
+    what the second did (a batch-wide part such as SAM2's positional map is counted once either way)."""
+    cpu = torch.device("cpu")
+    of = flops_of_micro_batch("tiny", 1, cpu, torch.float32)
+    model, tokenizer = build_model("tiny", cpu, torch.float32, seed=0)
+    counted = count_flops(model, make_batch(model, tokenizer, 3, 1, cpu, torch.float32, seed=0))
+    assert 0 < of(1)[0] < of(1)[1]
+    assert of(3) == pytest.approx(counted, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_dry_run_prints_every_preset_stage_and_rank_count(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_gpu.py"), "--dry-run"],
+        env={**ENV, "OUT": str(tmp_path)}, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "train_gpu.md").read_text()
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| tiny | ")]
+    assert [(r[1].strip(), r[2].strip()) for r in rows[:4]] == [("2", "1"), ("2", "2"), ("3", "1"), ("3", "2")]
+    assert all(float(r[4]) > 0 and float(r[6]) > 0 for r in rows[:4]), table
+    assert [r[9].strip() for r in rows[:4] if r[2].strip() == "1"] == ["100%", "100%"]
+
+
+@pytest.mark.slow
+def test_profile_times_every_part_and_phase() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_profile.py"), "--preset", "tiny", "--micro-batch", "2",
+         "--steps", "2", "--warmup", "1", "--python-profile", "5"],
+        env=ENV, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for part in ("ViT (frozen)", "LLM decoder (LoRA)", "SAM2 image encoder (frozen)", "SAM2 mask decoder"):
+        line = next(line for line in done.stdout.splitlines() if line.startswith(f"| {part} |"))
+        assert float(line.split("|")[2]) > 0, line
+    assert "forward" in done.stdout and "optimizer step" in done.stdout and "cumulative time" in done.stdout
