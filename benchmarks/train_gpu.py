@@ -11,8 +11,8 @@ InternVL tiles (default 1: a DRIVE-sized image gets one tile, 256 image tokens),
 token ids around them, one [SEG], the image at SAM2's 1024 px, and a 584×565 target mask (full-resolution loss for
 the presets that use it). The micro-batch per GPU is fixed, so N GPUs do N times the work of one (weak scaling).
 --accumulation K runs K micro-batches per optimizer step (a real run's global batch is larger than one micro-batch
-per GPU), so the optimizer step and gradient reduction are paid once per K; --compile-encoders compiles the
-frozen image encoders as FinetuneConfig.compile_encoders does. Both settings are printed in the table's header.
+per GPU), so the optimizer step and gradient reduction are paid once per K; --compile compiles parts of the model
+as FinetuneConfig.torch_compile does. Both settings are printed in the table's header.
 
 Model FLOPs, counted by torch.utils.flop_counter.FlopCounterMode over one real forward and backward of the bare
 module (before DeepSpeed wraps it, no activation checkpointing, so nothing is counted twice):
@@ -180,8 +180,8 @@ def measure(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if args.compile_encoders:
-        model.compile_image_encoders()
+    if args.compile != "off":
+        model.compile_blocks(llm_layers=args.compile == "encoders_and_llm")
     config = FinetuneConfig(
         base_model=f"preset:{preset}",
         steps=args.warmup + args.steps,
@@ -226,7 +226,7 @@ def measure(
         "precision": "bf16" if on_gpu else "fp32",
         "micro_batch": args.micro_batch,
         "accumulation": args.accumulation,
-        "compiled_encoders": args.compile_encoders,
+        "compile": args.compile,
         "tiles": args.tiles,
         "tokens_per_sample": tokens // samples,
         "checkpointing": args.checkpointing,
@@ -271,26 +271,28 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    rows = sorted(rows, key=lambda r: (r["preset"], r["zero_stage"], r["gpus"]))
-    single = {(r["preset"], r["zero_stage"]): r["samples_per_s"] for r in rows if r["gpus"] == 1}
+    def setting(r: dict) -> tuple:
+        return r["preset"], r["zero_stage"], r.get("compile", "off")
+
+    rows = sorted(rows, key=lambda r: (*setting(r), r["gpus"]))
+    single = {setting(r): r["samples_per_s"] for r in rows if r["gpus"] == 1}
     first = rows[0]
     lines = [
         f"Training throughput, {first['device']}, {first['precision']}, micro-batch {first['micro_batch']} per GPU × "
         f"{first.get('accumulation', 1)} accumulated per optimizer step, {first['tiles']} tile(s) = "
         f"{first['tokens_per_sample']} tokens per sample, activation checkpointing "
-        f"{'on' if first['checkpointing'] else 'off'}, image encoders "
-        f"{'compiled' if first.get('compiled_encoders') else 'eager'}; {dt.date.today().isoformat()}, "
-        f"host {platform.node()}",
+        f"{'on' if first['checkpointing'] else 'off'}; {dt.date.today().isoformat()}, host {platform.node()}",
         "",
-        "| preset | ZeRO | GPUs | ms/step | samples/s | tokens/s | model TFLOP/s per GPU | % of 790 | peak GB "
-        "| scaling vs 1 GPU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | ZeRO | torch.compile | GPUs | ms/step | samples/s | tokens/s | model TFLOP/s per GPU | % of 790 "
+        "| peak GB | scaling vs 1 GPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        base = single.get((r["preset"], r["zero_stage"]))
+        base = single.get(setting(r))
         scaling = f"{100 * r['samples_per_s'] / (r['gpus'] * base):.0f}%" if base else "–"
         lines.append(
-            f"| {r['preset']} | {r['zero_stage']} | {r['gpus']} | {r['step_ms']:.0f} | {r['samples_per_s']:.1f} | "
+            f"| {r['preset']} | {r['zero_stage']} | {r.get('compile', 'off')} | {r['gpus']} | {r['step_ms']:.0f} | "
+            f"{r['samples_per_s']:.1f} | "
             f"{r['tokens_per_s']:,.0f} | {r['tflops_per_gpu']:.3g} | {100 * r['tflops_per_gpu'] / PEAK_TFLOPS:.2g} | "
             f"{r['peak_memory_gb']:.1f} | {scaling} |"
         )
@@ -347,8 +349,9 @@ def main() -> None:
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
     parser.add_argument(
-        "--compile-encoders", action="store_true", help="torch.compile the frozen image encoders (FinetuneConfig)"
-    )
+        "--compile", choices=["off", "encoders", "encoders_and_llm"], default="off",
+        help="FinetuneConfig.torch_compile",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.worker:
         if args.results is None:

@@ -1,7 +1,7 @@
 """Where one training step's time goes, on one GPU: each part's forward, the backward, the optimizer step.
 
     torchrun --standalone --nproc-per-node 1 benchmarks/train_profile.py [--preset sa2va-4b] [--micro-batch 8]
-        [--compile-encoders] [--kernels 15]
+        [--compile encoders_and_llm] [--kernels 15]
     python benchmarks/train_profile.py --preset tiny --micro-batch 2     # on the CPU (gloo, fp32)
 
 The workload is benchmarks/train_gpu.py's (same model, batch, DeepSpeed ZeRO-2 engine). Each part's forward is
@@ -11,8 +11,8 @@ torch's FlopCounterMode per module, so the table shows which part keeps the step
 Backward and the optimizer step are timed as wholes (autograd runs parts' backward interleaved with nothing
 to hook cleanly). With --kernels N, torch.profiler lists the N CUDA kernels with the most time over the timed steps.
 
---compile-encoders compiles the frozen image encoders (InternViT and SAM2's Hiera) as FinetuneConfig.compile_encoders
-does: they take no gradient, so compiling them changes no training semantics, only kernel fusion.
+--compile compiles the frozen image encoders (InternViT and SAM2's Hiera), and with `encoders_and_llm` each LLM
+decoder layer too, as FinetuneConfig.torch_compile does.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--compile-encoders", action="store_true")
+    parser.add_argument("--compile", choices=["off", "encoders", "encoders_and_llm"], default="off")
     parser.add_argument("--fused-adam", action="store_true", help="FinetuneConfig.fused_adam (DeepSpeed's FusedAdam)")
     parser.add_argument("--kernels", type=int, default=0, help="list the top N CUDA kernels (torch.profiler)")
     parser.add_argument(
@@ -147,8 +147,8 @@ def main() -> None:
 
     model, batch = model_and_batch(args.preset, args.micro_batch, args.tiles, device, dtype, seed=0)
     flops = part_flops(model, batch)
-    if args.compile_encoders:
-        model.compile_image_encoders()
+    if args.compile != "off":
+        model.compile_blocks(llm_layers=args.compile == "encoders_and_llm")
     config = FinetuneConfig(
         base_model=f"preset:{args.preset}",
         steps=args.warmup + args.steps,
@@ -195,7 +195,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
     print(
         f"\n{args.preset}, micro-batch {args.micro_batch}, {args.tiles} tile(s), ZeRO-2, 1 × {device_name}, "
-        f"{'compiled' if args.compile_encoders else 'eager'} encoders; {args.steps} steps after {args.warmup}"
+        f"torch.compile {args.compile}; {args.steps} steps after {args.warmup}"
     )
     print(f"step {step_ms:.0f} ms = " + ", ".join(f"{k} {v / args.steps:.0f} ms" for k, v in phase.items()))
     print("\n| part | forward ms | forward GFLOP | TFLOP/s | % of peak |\n|---|---|---|---|---|")

@@ -147,10 +147,11 @@ def test_bf16_forward_and_backward(tokenizer):
     assert torch.isfinite(out.loss)
 
 
-def test_compiling_the_image_encoders_keeps_the_checkpoint_keys(tokenizer):
+def test_compiling_blocks_keeps_the_checkpoint_keys(tokenizer):
     model, _ = tiny(tokenizer)
     keys = list(model.state_dict())
-    model.compile_image_encoders()
+    model.compile_blocks(llm_layers=True)
     assert list(model.state_dict()) == keys  # torch.compile(module) would have added `_orig_mod.` prefixes
-    assert model.vision_model._compiled_call_impl is not None
-    assert model.grounding_encoder.vision_encoder._compiled_call_impl is not None
+    compiled = [model.vision_model, model.grounding_encoder.vision_encoder, *model.language_model.model.layers]
+    assert all(module._compiled_call_impl is not None for module in compiled)
+    assert model.language_model._compiled_call_impl is None  # the LLM's head and embeddings stay eager

@@ -36,10 +36,12 @@ def test_dry_run_prints_every_preset_stage_and_rank_count(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     table = (tmp_path / "train_gpu.md").read_text()
-    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| tiny | ")]
-    assert [(r[1].strip(), r[2].strip()) for r in rows[:4]] == [("2", "1"), ("2", "2"), ("3", "1"), ("3", "2")]
-    assert all(float(r[4]) > 0 and float(r[6]) > 0 for r in rows[:4]), table
-    assert [r[9].strip() for r in rows[:4] if r[2].strip() == "1"] == ["100%", "100%"]
+    cells = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| tiny | ")]
+    rows = [row for row in cells if len(row) == 11]  # the throughput table, not the FLOP table below it
+    settings = [(r[1].strip(), r[2].strip(), r[3].strip()) for r in rows]
+    assert settings == [("2", "off", "1"), ("2", "off", "2"), ("3", "off", "1"), ("3", "off", "2")]
+    assert all(float(r[5]) > 0 and float(r[7]) > 0 for r in rows), table
+    assert [r[10].strip() for r in rows if r[3].strip() == "1"] == ["100%", "100%"]
 
 
 @pytest.mark.slow

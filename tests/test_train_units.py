@@ -113,6 +113,12 @@ def test_batch_sizes_must_divide() -> None:
         FinetuneConfig(precision="bf16").resolve_precision(on_gpu=False)
 
 
+def test_compiling_under_zero_3_is_refused() -> None:
+    with pytest.raises(ValidationError, match="torch_compile 'encoders' is not supported with zero_stage 3"):
+        FinetuneConfig(torch_compile="encoders", zero_stage=3)
+    FinetuneConfig(torch_compile="encoders_and_llm", zero_stage=2)
+
+
 def test_deepspeed_config_follows_the_finetune_config() -> None:
     config = FinetuneConfig(global_batch_size=8, micro_batch_size=2, zero_stage=3, lr=1e-4, gradient_clipping=0.5)
     ds = deepspeed_config(config, world_size=2, precision="bf16")

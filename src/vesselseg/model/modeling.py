@@ -131,10 +131,14 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
             # channels to pass the image through (measured: it learned markedly slower), and a non-zero output.
             self.mask_refiner.reset_parameters()
 
-    def compile_image_encoders(self) -> None:
-        """torch.compile InternViT and SAM2's image encoder in place: state-dict keys and checkpoints unchanged."""
+    def compile_blocks(self, llm_layers: bool) -> None:
+        """torch.compile in place, so state-dict keys and checkpoints are unchanged: InternViT and SAM2's image
+        encoder whole and, with `llm_layers`, each LLM decoder layer (LoRA inside; the layers share one graph)."""
         self.vision_model.compile()
         self.grounding_encoder.vision_encoder.compile()
+        if llm_layers:
+            for layer in self.language_model.get_decoder().layers:
+                layer.compile()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -156,8 +156,8 @@ class Trainer:
         model = apply_training_recipe(model)
         if config.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if config.compile_encoders:
-            model.compile_image_encoders()
+        if config.torch_compile != "off":
+            model.compile_blocks(llm_layers=config.torch_compile == "encoders_and_llm")
         self.model_config = model.config
         self.engine = initialize(model, config, self.world, self.job.precision)
 
