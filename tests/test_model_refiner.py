@@ -71,3 +71,16 @@ def test_recipe_trains_the_refiner_and_gradients_reach_it(tmp_path):
     again = Sa2VAModel.from_pretrained(tmp_path)
     assert again.config.mask_refiner_channels == 8
     assert torch.equal(again.mask_refiner.output.weight, model.mask_refiner.output.weight)
+
+
+def test_a_refiner_added_to_a_saved_model_starts_as_plain_upsampling(tmp_path):
+    """from_pretrained initialises the weights a folder lacks through `_init_weights`; the refiner's must be its own
+    (zero output, Kaiming body), not the transformer's N(0, 0.02), or an untrained head would change the masks."""
+    plain, _ = build_preset("tiny")
+    plain.save_pretrained(tmp_path)
+    config = plain.config
+    config.mask_refiner_channels = 8
+    refined = Sa2VAModel.from_pretrained(tmp_path, config=config)
+    assert torch.count_nonzero(refined.mask_refiner.output.weight) == 0
+    first = refined.mask_refiner.body[0].weight
+    assert first.std() > 0.05  # Kaiming-uniform for 4 × 3 × 3 inputs: about 0.096

@@ -101,6 +101,17 @@ class Sa2VAPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _skip_keys_device_placement = ["past_key_values"]
 
+    def _init_weights(self, module: nn.Module) -> None:
+        # The refiner keeps its own init: the transformer's N(0, 0.02) is too small for a 3×3 conv over a few
+        # channels to pass the image through (measured: it learned markedly slower) and a non-zero output would make
+        # the untrained head change the masks. transformers visits only modules with parameters of their own (the
+        # convolutions, not the MaskRefiner), so the refiner is reset when its last convolution comes up; this also
+        # covers a refiner that from_pretrained adds to a folder saved without one.
+        super()._init_weights(module)  # for the refiner's convolutions too, so seeded weights stay as they were
+        refiner = getattr(self, "mask_refiner", None)
+        if refiner is not None and module is refiner.output:
+            refiner.reset_parameters()
+
 
 class Sa2VAModel(Sa2VAPreTrainedModel):
     def __init__(self, config: Sa2VAConfig):
@@ -126,10 +137,6 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
         if config.mask_refiner_channels:
             self.mask_refiner = MaskRefiner(config.mask_refiner_channels, config.mask_refiner_layers)
         self.post_init()
-        if self.mask_refiner is not None:
-            # post_init gave every convolution the transformer's N(0, 0.02), too small for a 3×3 conv over a few
-            # channels to pass the image through (measured: it learned markedly slower), and a non-zero output.
-            self.mask_refiner.reset_parameters()
 
     def compile_blocks(self, llm_layers: bool) -> None:
         """torch.compile in place, so state-dict keys and checkpoints are unchanged: InternViT and SAM2's image
