@@ -132,7 +132,7 @@ def predict_splits(training: Path, dataset: PreparedDataset, out: Path) -> None:
     from vesselseg.model import Sa2VAProcessor, merge_lora, predict
     from vesselseg.model.prompts import segmentation_prompt
     from vesselseg.train.data import split_samples
-    from vesselseg.train.validation import probability_to_uint8
+    from vesselseg.predictions import encode_probability
 
     checkpoint = DeepSpeedInput(training)
     model = merge_lora(training_module(checkpoint.config, checkpoint.open())).eval()
@@ -149,7 +149,7 @@ def predict_splits(training: Path, dataset: PreparedDataset, out: Path) -> None:
                 [segmentation_prompt(s.text) for s in samples],
             )
         for sample, result in zip(samples, results, strict=True):
-            writer.add(sample.sample_id, split, probability_to_uint8(result.probabilities[0]), 0.5)
+            writer.add(sample.sample_id, split, encode_probability(result.probabilities[0]), 0.5)
         read += dataset_files(dataset, split, ("image",))
     writer.close(
         PredictorInfo(

@@ -27,6 +27,11 @@ INFO = "predictor.json"
 TABLE = "predictions.parquet"
 
 
+def encode_probability(probability: np.ndarray) -> np.ndarray:
+    """The format's 8-bit map of a probability (or score scaled to [0, 1]) map: value = round(255·p), clipped."""
+    return np.rint(np.clip(probability, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 class PredictorInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.filters import frangi
 
+from vesselseg.predictions import encode_probability
+
 
 class FrangiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,4 +41,4 @@ def frangi_probability(image: np.ndarray, fov: np.ndarray, config: FrangiConfig 
     scale = np.percentile(response[inside], config.scale_percentile)
     if scale <= 0:
         return np.zeros(fov.shape, np.uint8)
-    return np.clip(np.rint(response / scale * 255.0), 0, 255).astype(np.uint8)
+    return encode_probability(response / scale)

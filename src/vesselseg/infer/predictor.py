@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.infer.config import Backend, DType, Layout, Mode
 from vesselseg.infer.source import ModelFolder, RandomPreset, dtype_of, meta_model
+from vesselseg.predictions import encode_probability
 
 
 @dataclass
@@ -34,8 +35,7 @@ def to_uint8(probabilities: list[np.ndarray], size: tuple[int, int]) -> np.ndarr
     """Pixelwise max over the masks of one image as round(p · 255); zeros when there is none."""
     if not probabilities:
         return np.zeros(size, np.uint8)
-    combined = np.max(np.stack(probabilities), axis=0)
-    return np.rint(np.clip(combined, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return encode_probability(np.max(np.stack(probabilities), axis=0))
 
 
 class NativePredictor:

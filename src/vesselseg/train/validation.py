@@ -18,12 +18,8 @@ from vesselseg.data import PreparedDataset
 from vesselseg.metrics import ImageCounts, best_threshold, confusion, image_counts, level, scores, threshold_of
 from vesselseg.model import Sa2VAModel, Sa2VAProcessor, predict
 from vesselseg.model.prompts import segmentation_prompt
+from vesselseg.predictions import encode_probability
 from vesselseg.train.data import Sample
-
-
-def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
-    """The prediction-set encoding: value = round(255·p)."""
-    return np.clip(np.rint(probability * 255), 0, 255).astype(np.uint8)
 
 
 def validation_dice(
@@ -48,7 +44,7 @@ def validation_dice(
     histograms = torch.zeros(2, 256, dtype=torch.int64)
     for sample, result in zip(share, results[: len(share)], strict=True):
         counts = image_counts(
-            probability_to_uint8(result.probabilities[0]), dataset.mask(sample.sample_id), dataset.fov(sample.sample_id)
+            encode_probability(result.probabilities[0]), dataset.mask(sample.sample_id), dataset.fov(sample.sample_id)
         )
         histograms += torch.from_numpy(np.stack([counts.pos_hist, counts.neg_hist]))
     histograms = histograms.to(device)
