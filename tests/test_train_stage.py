@@ -30,6 +30,7 @@ from vesselseg.model.official import OfficialImportError
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
 from vesselseg.train import TrainingError
+from vesselseg.train.launch import run_workers
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +110,16 @@ def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(
     assert summary["best_step"] in (4, 8) and summary["config"]["steps"] == 8
     job = finetune.prepare(_config(dataset, f"{SESSION}/reference", cpu_processes=2), store)
     assert not Path(job.workdir).exists() and not Path(f"{job.workdir}-launch").exists(), "local scratch left behind"
+
+
+def test_ranks_refuse_a_world_the_stage_did_not_plan(dataset, store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    """Batch split and data order depend on the world size, so a launch with other ranks must not train."""
+    job = finetune.prepare(_config(dataset, prefix, cpu_processes=2), store)
+    assert job.world_size == 2
+    (tmp_path / "job.json").write_text(job.model_dump_json())
+    with pytest.raises(TrainingError, match="1 ranks joined but the stage planned the run for 2"):
+        run_workers(tmp_path / "job.json", tmp_path / "result.json", 1, on_gpu=False)
+    assert not (tmp_path / "result.json").exists()
 
 
 def _consolidated(folder: Path) -> dict[str, torch.Tensor]:

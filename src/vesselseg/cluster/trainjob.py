@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from vesselseg.cluster.platform import PART_OF, ClusterConfig
 from vesselseg.errors import VesselsegError
 from vesselseg.storage import ObjectStore
+from vesselseg.train.launch import log_as_rank, process_rank
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +207,6 @@ def _own_namespace() -> str:
         raise TrainJobError(f"no TrainJob namespace configured and {NAMESPACE_FILE} unreadable: {err}") from err
 
 
-def rank() -> int:
-    for var in ("OMPI_COMM_WORLD_RANK", "RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
-
-
 def run_rank(stage: str, store: ObjectStore | None = None) -> None:
     """Entry point on every rank: run the stage from its config; rank 0 publishes the result."""
     from vesselseg.stages import stage_module
@@ -222,7 +216,7 @@ def run_rank(stage: str, store: ObjectStore | None = None) -> None:
     if raw is None:
         raise TrainJobError(f"{STAGE_CONFIG_ENV} is not set: this entry point runs inside a TrainJob built by build_trainjob")
     result = module.run(module.Config.model_validate_json(raw))
-    if rank() == 0:
+    if process_rank() == 0:
         key = os.environ[RESULT_KEY_ENV]
         (store or ObjectStore()).put_bytes(key, result.model_dump_json(indent=2).encode(), "application/json")
         log.info("rank 0 wrote the %s result to %s", stage, key)
@@ -233,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2 or args[0] != "run":
         print("usage: python -m vesselseg.cluster.trainjob run <stage>", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank()} %(levelname)s %(name)s: %(message)s")
+    log_as_rank()
     run_rank(args[1])
     return 0
 

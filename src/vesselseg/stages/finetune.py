@@ -113,6 +113,7 @@ def prepare(config: Config, store: ObjectStore) -> TrainJob:
         # One folder per run, known to every rank; the prefix keeps equal runs published elsewhere apart.
         workdir=str(work_dir() / "scratch" / f"{NAME}-{content_key(config.prefix.strip('/'), run_key)}"),
         stage_config=config.model_dump(mode="json"),
+        world_size=ranks,
     )
 
 
@@ -132,14 +133,13 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         return train(job)
     import torch
 
-    on_gpu = torch.cuda.is_available()
     # Named by the run, so a launch killed before it could clean up is cleaned by the one that resumes it.
     launch = Path(f"{job.workdir}-launch")
     shutil.rmtree(launch, ignore_errors=True)
     launch.mkdir(parents=True)
     try:
         (launch / "job.json").write_text(job.model_dump_json(indent=2))
-        run_workers(launch / "job.json", launch / "result.json", _ranks(config.training, on_gpu), on_gpu)
+        run_workers(launch / "job.json", launch / "result.json", job.world_size, torch.cuda.is_available())
         return Result.model_validate_json((launch / "result.json").read_text())
     finally:
         # The ranks remove their work folder themselves; this covers ranks that died first.

@@ -23,6 +23,7 @@ class TrainJob(BaseModel):
     precision: Precision
     workdir: str
     stage_config: dict[str, Any]
+    world_size: int = Field(ge=1, description="ranks the stage planned for; every rank checks it joined as many")
 
 
 class TrainSummary(BaseModel):

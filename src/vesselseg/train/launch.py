@@ -6,6 +6,7 @@ itself) the stage trains in-process instead; `launched_rank` tells which case ap
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -40,6 +41,23 @@ def die_with_parent(sig: int) -> None:
 def launched_rank() -> bool:
     """True in a process started as one rank of a distributed job (torchrun or OpenMPI set these)."""
     return "WORLD_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ
+
+
+def process_rank() -> int:
+    """This process's global rank as its launcher (OpenMPI or torchrun) set it; 0 outside a distributed job."""
+    for var in ("OMPI_COMM_WORLD_RANK", "RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def log_as_rank() -> None:
+    """Console logging for one rank: INFO from rank 0, warnings and errors from the others, each line tagged."""
+    rank = process_rank()
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def worker_env(nproc: int, on_gpu: bool) -> dict[str, str]:

@@ -98,6 +98,11 @@ class Trainer:
         self.job, self.config = job, job.config
         self.device = _setup_distributed()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if self.world != job.world_size:
+            raise TrainingError(
+                f"{self.world} ranks joined but the stage planned the run for {job.world_size} (batch sizes and data "
+                "order depend on it); launch as many ranks as it planned"
+            )
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.accumulation = self.config.gradient_accumulation(self.world)
         self.store = ObjectStore()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import warnings
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from vesselseg.train.launch import die_with_parent
+from vesselseg.train.launch import die_with_parent, log_as_rank, process_rank
 
 
 def quiet_libraries() -> None:
@@ -35,16 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path)
     args = parser.parse_args(argv)
     die_with_parent(signal.SIGKILL)
-    rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
-    )
+    log_as_rank()
     quiet_libraries()
     from vesselseg.train.loop import TrainJob, train
 
     result = train(TrainJob.model_validate_json(args.job.read_text()))
-    if rank == 0 and args.result is not None:
+    if process_rank() == 0 and args.result is not None:
         args.result.write_text(result.model_dump_json(indent=2))
     return 0
 
