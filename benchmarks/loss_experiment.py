@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -189,22 +188,16 @@ def run_variant(
     return row
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())  # fmt: skip
-    return (
-        f"{model}, {os.cpu_count()} cores available to this machine (shared), {platform.system()} {platform.release()}"
-    )
-
-
 def markdown(rows: list[dict], frangi: dict, ceilings: dict[int, float], args) -> str:
+    from machine import describe  # the script's own folder; tests import this module from the repository root
+
     def mean_sd(values: list[float]) -> str:
         return (
             f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
         )
 
     lines = [
-        f"Machine: {machine()}. Date: {dt.date.today().isoformat()}. "
+        f"Machine: {describe()}. Date: {dt.date.today().isoformat()}. "
         f"torch CPU, DeepSpeed ZeRO-2 fp32, {args.ranks} rank(s).",
         f"Command: `python benchmarks/loss_experiment.py {shlex.join(sys.argv[1:])}`",
         f"Training config: FinetuneConfig defaults, then steps {args.steps}, then `--base`, then each variant's "

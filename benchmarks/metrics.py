@@ -12,7 +12,6 @@ Run: ``.venv/bin/python benchmarks/metrics.py [--repeats N]``; exits 1 if the va
 """
 
 import argparse
-import os
 import platform
 import sys
 import time
@@ -24,6 +23,8 @@ import skimage
 import sklearn
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from machine import describe
 
 from vesselseg.metrics import aggregate, evaluate_image, image_counts, topology
 
@@ -127,7 +128,7 @@ def main() -> int:
     identical = auc_diff <= TOLERANCE and ap_diff <= TOLERANCE
     ratio = theirs_s / ours_s
 
-    print(f"machine: {platform.platform()} | {platform.machine()} | {os.cpu_count()} CPUs")
+    print(f"machine: {describe()} | {platform.platform()}")
     print(
         f"python {platform.python_version()} | numpy {np.__version__} | scipy {scipy.__version__} | "
         f"scikit-image {skimage.__version__} | scikit-learn {sklearn.__version__}"

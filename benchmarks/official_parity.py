@@ -20,17 +20,13 @@ the prompt with the tokenizer's BOS `<s>`; vesselseg's processor adds no special
 """
 
 import argparse
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-
-def machine() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    return f"{platform.node()} ({device})"
+from machine import describe
 
 
 def prompt(expression: str) -> str:
@@ -82,8 +78,8 @@ def compare(official: dict, ours: dict) -> None:
 
 def save(path: Path, text: str, masks: np.ndarray, side: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, text=np.array(text), masks=masks, machine=np.array(machine()), side=np.array(side))
-    print(f"{side}: {len(masks)} masks, answer {text!r}, on {machine()} → {path}")
+    np.savez_compressed(path, text=np.array(text), masks=masks, machine=np.array(describe()), side=np.array(side))
+    print(f"{side}: {len(masks)} masks, answer {text!r}, on {describe()} → {path}")
 
 
 def load(path: Path) -> dict:
@@ -124,7 +120,7 @@ def main() -> None:
         text_a, masks_a = run_official(args.src, image, args.expression, dtype)
         torch.cuda.empty_cache()
         text_b, masks_b = run_ours(args.src, args.native, image, args.expression, dtype)
-        print(f"both on {machine()}")
+        print(f"both on {describe()}")
         compare({"text": text_a, "masks": masks_a}, {"text": text_b, "masks": masks_b})
 
 

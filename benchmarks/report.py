@@ -10,7 +10,6 @@ Run: ``.venv/bin/python benchmarks/report.py [--work DIR]``; exits 1 when the go
 
 import argparse
 import logging
-import os
 import platform
 import shutil
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from machine import describe
 
 from vesselseg.baselines import FrangiConfig, frangi_predictions
 from vesselseg.baselines.predict import dataset_files
@@ -103,7 +104,7 @@ def run(work: Path) -> int:
 
     html_mb = result.html.stat().st_size / 1e6
     print()
-    print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
+    print(f"machine: {describe()}, {platform.platform()}")
     print(f"{'images':>7} {'size':>9} {'predictors':>10} {'seconds':>8} {'s/image':>8} {'report.html':>12} {'goal':>6}")
     print(f"{result.n_images:>7} {f'{HEIGHT}x{WIDTH}':>9} {len(predictions):>10} {seconds:>8.1f} "
           f"{seconds / result.n_images:>8.3f} {f'{html_mb:.1f} MB':>12} {f'<{GOAL_S:.0f} s':>6}")
