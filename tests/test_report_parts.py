@@ -135,6 +135,7 @@ def test_training_log_keeps_numbers_and_leaves_unlogged_values_empty(tmp_path: P
         ('{"step": 1, "loss": 1}\n', "at least step, loss, lr"),
         ('{"step": 1, "loss": "high", "lr": 1}\n', "loss must be numbers"),
         ("\n", "holds no steps"),
+        ('{"step": 10, "val_dice": 0.5}\n', "holds no training steps, only validation lines"),
     ],
 )
 def test_training_log_errors_name_the_line_or_field(tmp_path: Path, text: str, message: str) -> None:

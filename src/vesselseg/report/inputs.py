@@ -81,7 +81,7 @@ def read_train_log(path: Path) -> pd.DataFrame:
     if not records:
         raise DataError(f"training log {path} holds no steps")
     table = pd.DataFrame.from_records(records).groupby("step", as_index=False, sort=True).first()
-    if table[[c for c in TRAIN_LOG_REQUIRED if c in table]].isna().all(axis=None) or "loss" not in table:
+    if "loss" not in table:  # every training line has a loss, so only validation lines were read
         raise DataError(f"training log {path} holds no training steps, only validation lines")
     numeric = [c for c in table.columns if is_numeric_dtype(table[c]) and not is_bool_dtype(table[c])]
     wrong = [c for c in TRAIN_LOG_REQUIRED if c not in numeric]
