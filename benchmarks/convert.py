@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import describe, proc_field
 
 GB = 1e9
 ALL_TRAINABLE = {
@@ -41,24 +42,12 @@ ALL_TRAINABLE = {
 }
 
 
-def _proc(path: str, field: str) -> str:
-    """The first value of `field` in a /proc file of `field: value` lines."""
-    text = Path(path).read_text()
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(field)), "?")
-
-
-def machine() -> str:
-    cpu = _proc("/proc/cpuinfo", "model name")
-    memory = int(_proc("/proc/meminfo", "MemTotal").split()[0]) / 2**20
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, Python {platform.python_version()}"
-
-
 def peak_rss_bytes() -> int:
-    return int(_proc("/proc/self/status", "VmHWM").split()[0]) * 1024
+    return int(proc_field("/proc/self/status", "VmHWM").split()[0]) * 1024
 
 
 def rss_bytes() -> int:
-    return int(_proc("/proc/self/status", "VmRSS").split()[0]) * 1024
+    return int(proc_field("/proc/self/status", "VmRSS").split()[0]) * 1024
 
 
 def folder_bytes(folder: Path, suffix: str = "") -> int:
@@ -155,7 +144,7 @@ def main() -> None:
 
     run = args.work / "run"
     free = shutil.disk_usage(args.work.parent if not args.work.exists() else args.work).free
-    print(machine())
+    print(describe())
     print(f"work folder {args.work.resolve()} ({free / GB:.0f} GB free)")
     if not (run / "checkpoint" / "latest").is_file():
         args.work.mkdir(parents=True, exist_ok=True)
@@ -199,7 +188,7 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
 
     params = rows[0][1]["parameters"]
-    print(f"\n{args.preset}: {params / 1e9:.3f}B parameters; {machine()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"\n{args.preset}: {params / 1e9:.3f}B parameters; {describe()}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'step':<28}{'GB':>8}{'wall s':>9}{'GB/s':>8}{'peak RSS GB':>13}{'RSS/output':>12}{'vs cp':>8}")
     for dtype, result, wall, weights, copy_s, copied in rows:
         rate, cp_rate = weights / wall / GB, copied / copy_s / GB
