@@ -55,21 +55,14 @@ PROMPT_TOKENS, ANSWER_TOKENS = 24, 6
 
 
 def build_model(preset: str, device: torch.device, dtype: torch.dtype, seed: int):
-    """The preset with random weights and Sa2VA's training recipe, and its tokenizer."""
-    from vesselseg.model import Sa2VAModel, apply_training_recipe, build_tokenizer, preset_config
+    """The preset with random weights and Sa2VA's training recipe, built as the finetune stage builds it, and its
+    tokenizer."""
+    from vesselseg.model import apply_training_recipe
+    from vesselseg.train.base_model import load_base_model
 
-    tokenizer = build_tokenizer()
-    config = preset_config(preset, tokenizer)
     torch.manual_seed(seed)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with device:
-            model = apply_training_recipe(Sa2VAModel(config))
-    finally:
-        torch.set_default_dtype(previous)
-    model.to(device, dtype)
-    return model, tokenizer
+    model, processor = load_base_model(f"preset:{preset}", device=device, dtype=dtype)
+    return apply_training_recipe(model), processor.tokenizer
 
 
 def make_batch(model, tokenizer, samples: int, tiles: int, device: torch.device, dtype: torch.dtype, seed: int):
