@@ -150,15 +150,36 @@ def train_step(engine, batch, accumulation: int = 1) -> None:
         engine.step()
 
 
+def make_engine(
+    model, preset: str, zero_stage: int, world: int, on_gpu: bool, steps: int, micro_batch: int, compile_setting: str,
+    accumulation: int = 1, fused_adam: bool = False,
+):  # fmt: skip
+    """The DeepSpeed engine the training benchmarks time, through the finetune stage's own config and initialize,
+    with the model compiled as FinetuneConfig.torch_compile would (`compile_setting`)."""
+    from vesselseg.train.config import FinetuneConfig
+    from vesselseg.train.engine import initialize
+
+    if compile_setting != "off":
+        model.compile_blocks(llm_layers=compile_setting == "encoders_and_llm")
+    config = FinetuneConfig(
+        base_model=f"preset:{preset}",
+        steps=steps,
+        micro_batch_size=micro_batch,
+        global_batch_size=micro_batch * world * accumulation,
+        zero_stage=zero_stage,
+        lr=4e-5,
+        precision="bf16" if on_gpu else "fp32",
+        fused_adam=fused_adam,
+    )
+    return initialize(model, config, world, config.resolve_precision(on_gpu))
+
+
 def measure(
     preset: str, zero_stage: int, args: argparse.Namespace, device: torch.device, flops: dict[str, Callable[[int], Flops]]
 ) -> dict | None:
     """One configuration; `flops` caches each preset's count, which does not depend on the ZeRO stage.
     The count runs on a model without activation checkpointing, which would count recomputation."""
     import torch.distributed as dist
-
-    from vesselseg.train.config import FinetuneConfig
-    from vesselseg.train.engine import initialize
 
     world, rank = dist.get_world_size(), dist.get_rank()
     on_gpu = device.type == "cuda"
@@ -173,18 +194,10 @@ def measure(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if args.compile != "off":
-        model.compile_blocks(llm_layers=args.compile == "encoders_and_llm")
-    config = FinetuneConfig(
-        base_model=f"preset:{preset}",
-        steps=args.warmup + args.steps,
-        micro_batch_size=args.micro_batch,
-        global_batch_size=args.micro_batch * world * args.accumulation,
-        zero_stage=zero_stage,
-        lr=4e-5,
-        precision="bf16" if on_gpu else "fp32",
-    )
-    engine = initialize(model, config, world, config.resolve_precision(on_gpu))
+    engine = make_engine(
+        model, preset, zero_stage, world, on_gpu, args.warmup + args.steps, args.micro_batch, args.compile,
+        accumulation=args.accumulation,
+    )  # fmt: skip
     setup_s = time.perf_counter() - built
 
     for _ in range(args.warmup):

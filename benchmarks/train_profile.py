@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_gpu import PEAK_TFLOPS, model_and_batch, train_step  # noqa: E402
+from train_gpu import PEAK_TFLOPS, make_engine, model_and_batch, train_step  # noqa: E402
 
 # The parts a step runs, in order. The LLM's decoder is found through get_decoder(): under LoRA it sits inside
 # peft's wrappers, whose own forward the model never calls.
@@ -130,8 +130,6 @@ def main() -> None:
 
     import deepspeed
 
-    from vesselseg.train.config import FinetuneConfig
-    from vesselseg.train.engine import initialize
     from vesselseg.train.worker import quiet_libraries
 
     on_gpu = torch.cuda.is_available()
@@ -147,18 +145,10 @@ def main() -> None:
 
     model, batch = model_and_batch(args.preset, args.micro_batch, args.tiles, device, dtype, seed=0)
     flops = part_flops(model, batch)
-    if args.compile != "off":
-        model.compile_blocks(llm_layers=args.compile == "encoders_and_llm")
-    config = FinetuneConfig(
-        base_model=f"preset:{args.preset}",
-        steps=args.warmup + args.steps,
-        micro_batch_size=args.micro_batch,
-        global_batch_size=args.micro_batch,
-        zero_stage=2,
-        precision="bf16" if on_gpu else "fp32",
+    engine = make_engine(
+        model, args.preset, 2, 1, on_gpu, args.warmup + args.steps, args.micro_batch, args.compile,
         fused_adam=args.fused_adam,
-    )
-    engine = initialize(model, config, 1, config.resolve_precision(on_gpu))
+    )  # fmt: skip
     timer = PartTimer(model, on_gpu)
 
     def sync() -> None:
