@@ -205,6 +205,20 @@ def published_dataset(store_settings):
     return data_prep.run(config, store).dataset
 
 
+def test_stage_names_the_published_checkpoint_when_its_tag_cannot_be_chosen(
+    runs, published_dataset, store: ObjectStore, prefix: str, tmp_path
+):
+    run = broken_copy(runs["z3-lora"], tmp_path, "no-latest")
+    training, _ = publish_dir(store, run, f"{prefix}/no-latest", kind="training", stage="finetune", config={})
+    where = f"{training.uri.rstrip('/')}/checkpoint"
+    base = {"training": training.model_dump(), "dataset": published_dataset.model_dump(), "prefix": f"{prefix}/m"}
+    with pytest.raises(ConversionError, match=rf"{where}/latest does not exist and no tag was given; .*global_step2"):
+        convert.run(convert.Config.model_validate(base), store)
+    with pytest.raises(ConversionError, match=rf"checkpoint tag folder {where}/global_step9 does not exist"):
+        convert.run(convert.Config.model_validate({**base, "tag": "global_step9"}), store)
+    assert convert.run(convert.Config.model_validate({**base, "tag": "global_step2"}), store).model
+
+
 def test_stage_publishes_a_verified_model(runs, published_dataset, store: ObjectStore, prefix: str, tmp_path):
     training, _ = publish_dir(
         store, runs["z3-lora"], f"{prefix}/training", kind="training", stage="finetune", config={"preset": "tiny"}

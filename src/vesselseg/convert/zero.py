@@ -28,26 +28,30 @@ _MADV_DONTNEED = 4
 _DROP_EVERY_BYTES = 64 * 2**20
 
 
-def resolve_tag(checkpoint_dir: Path, tag: str | None, shown_as: str | None = None) -> str:
-    """The tag to read: `tag` if given, else the one the checkpoint's `latest` file names. Only `latest` and the tag
-    folders are looked at, so a local skeleton of a published checkpoint (named `shown_as` in errors) will do."""
-    checkpoint_dir = Path(checkpoint_dir)
-    where = (shown_as or str(checkpoint_dir)).rstrip("/")
-    if not checkpoint_dir.is_dir():
-        raise ConversionError(f"checkpoint folder {where} does not exist")
+def choose_tag(tag: str | None, latest: str | None, saved: list[str], where: str) -> str:
+    """The tag to read: `tag` if given, else the one `latest` (the checkpoint's `latest` file, None if absent)
+    names; it must be one of the `saved` tag folders. `where` names the checkpoint folder in errors."""
+    where = where.rstrip("/")
     if tag is None:
-        latest = checkpoint_dir / LATEST
-        if not latest.is_file():
-            tags = sorted(p.name for p in checkpoint_dir.iterdir() if p.is_dir())
-            raise ConversionError(
-                f"{where}/{LATEST} does not exist and no tag was given; pass tag= one of {tags or '(none saved)'}"
-            )
-        tag = latest.read_text().strip()
+        if latest is None:
+            choices = sorted(saved) or "(none saved)"
+            raise ConversionError(f"{where}/{LATEST} does not exist and no tag was given; pass tag= one of {choices}")
+        tag = latest.strip()
         if not tag:
             raise ConversionError(f"{where}/{LATEST} is empty; pass tag= explicitly")
-    if not (checkpoint_dir / tag).is_dir():
+    if tag not in saved:
         raise ConversionError(f"checkpoint tag folder {where}/{tag} does not exist")
     return tag
+
+
+def resolve_tag(checkpoint_dir: Path, tag: str | None) -> str:
+    """`choose_tag` for a local checkpoint folder."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        raise ConversionError(f"checkpoint folder {checkpoint_dir} does not exist")
+    latest = checkpoint_dir / LATEST
+    saved = [p.name for p in checkpoint_dir.iterdir() if p.is_dir()]
+    return choose_tag(tag, latest.read_text() if latest.is_file() else None, saved, str(checkpoint_dir))
 
 
 def check_rank_files(tag_dir: Path) -> list[Path]:

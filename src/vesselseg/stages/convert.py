@@ -27,7 +27,7 @@ from vesselseg.convert import (
     raise_unless_passed,
     verify_parity,
 )
-from vesselseg.convert.zero import LATEST, resolve_tag
+from vesselseg.convert.zero import LATEST, choose_tag
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import (
@@ -92,15 +92,11 @@ def _is_uri(value: InputRef | str) -> bool:
 def _fetch_training(store: ObjectStore, ref: InputRef, local: Path, tag: str | None) -> str:
     """Downloads model/ and the one checkpoint tag needed (not every saved tag); returns the tag."""
     paths = [f.path for f in read_manifest(store, ref).files]
-    # `latest` and an empty folder per saved tag are all `resolve_tag` reads; no rank file is fetched before it.
-    checkpoint = local / CHECKPOINT_DIR
-    checkpoint.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        if path.startswith(f"{CHECKPOINT_DIR}/") and path.count("/") >= 2:
-            (checkpoint / path.split("/")[1]).mkdir(exist_ok=True)
+    saved = sorted({p.split("/")[1] for p in paths if p.startswith(f"{CHECKPOINT_DIR}/") and p.count("/") >= 2})
+    latest = None
     if tag is None and f"{CHECKPOINT_DIR}/{LATEST}" in paths:
-        fetch_dir(store, ref, local, only=[f"{CHECKPOINT_DIR}/{LATEST}"])
-    tag = resolve_tag(checkpoint, tag, shown_as=f"{ref.uri.rstrip('/')}/{CHECKPOINT_DIR}")
+        latest = store.get_bytes(store.key_of(f"{ref.uri.rstrip('/')}/{CHECKPOINT_DIR}/{LATEST}")).decode()
+    tag = choose_tag(tag, latest, saved, f"{ref.uri.rstrip('/')}/{CHECKPOINT_DIR}")
     fetch_dir(store, ref, local, only=[p for p in paths if p.startswith((f"{MODEL_DIR}/", f"{CHECKPOINT_DIR}/{tag}/"))])
     return tag
 
