@@ -9,7 +9,6 @@ Artifacts: `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/fi
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from vesselseg.train import FinetuneConfig, TrainingError
 from vesselseg.train import checkpoint as ckpt
 from vesselseg.train.base_model import base_model_ref, config_digest, model_config
 from vesselseg.train.job import TrainJob, TrainResult
-from vesselseg.train.launch import launched_rank, run_workers
+from vesselseg.train.launch import launched_rank, launched_world_size, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def _check_resume(store: ObjectStore, uri: str, model: Sa2VAConfig, ranks: int, 
 
 def _ranks(training: FinetuneConfig, on_gpu: bool) -> int:
     if launched_rank():
-        return int(os.environ.get("WORLD_SIZE") or os.environ["OMPI_COMM_WORLD_SIZE"])
+        return launched_world_size()
     if not on_gpu:
         return training.cpu_processes
     import torch

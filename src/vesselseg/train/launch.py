@@ -43,6 +43,11 @@ def launched_rank() -> bool:
     return "WORLD_SIZE" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ
 
 
+def launched_world_size() -> int:
+    """The ranks of the distributed job this process was started in (see `launched_rank`)."""
+    return int(os.environ.get("WORLD_SIZE") or os.environ["OMPI_COMM_WORLD_SIZE"])
+
+
 def process_rank() -> int:
     """This process's global rank as its launcher (OpenMPI or torchrun) set it; 0 outside a distributed job."""
     for var in ("OMPI_COMM_WORLD_RANK", "RANK"):
