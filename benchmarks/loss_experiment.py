@@ -44,7 +44,7 @@ from vesselseg.baselines.predict import dataset_files
 from vesselseg.data import PreparedDataset
 from vesselseg.evaluation import EvaluateConfig, evaluate
 from vesselseg.metrics import confusion, image_counts, pool, scores
-from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
+from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo, encode_probability
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir
 
@@ -131,7 +131,6 @@ def predict_splits(training: Path, dataset: PreparedDataset, out: Path) -> None:
     from vesselseg.model import Sa2VAProcessor, merge_lora, predict
     from vesselseg.model.prompts import segmentation_prompt
     from vesselseg.train.data import split_samples
-    from vesselseg.predictions import encode_probability
 
     checkpoint = DeepSpeedInput(training)
     model = merge_lora(training_module(checkpoint.config, checkpoint.open())).eval()

@@ -124,7 +124,7 @@ class XtunerOverlay:
         except OfficialImportError as err:
             raise ConversionError(f"base model folder {base_dir}: {err}") from err
         plain_keys = {t.key for t in plan.tensors}
-        base_keys = set(self.base.info)
+        base_keys = set(self.base.keys())
         if base_keys != plain_keys:
             extra, lacking = sorted(base_keys - plain_keys), sorted(plain_keys - base_keys)
             raise ConversionError(
