@@ -34,6 +34,7 @@ Scaling efficiency(N) = samples/s on N GPUs ÷ (N × samples/s on 1 GPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -100,13 +101,10 @@ def model_and_batch(preset: str, micro_batch: int, tiles: int, device: torch.dev
     return model, make_batch(model, tokenizer, micro_batch, tiles, device, dtype, seed)
 
 
-def count_flops(model, batch) -> tuple[float, float]:
-    """(forward, forward + backward) FLOPs of one micro-batch, as executed."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.train()
-    # torch 2.11's SDPA FLOP formula rejects grouped-query shapes (Qwen2.5, InternLM2.5): count the same attention
-    # in its eager form (plain matmuls), then restore the fast kernel for the timed steps.
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Every part's attention in its eager form (plain matmuls) inside the block, the configured kernel after it:
+    torch's SDPA FLOP formula rejects grouped-query shapes (Qwen2.5, InternLM2.5), so counting needs the eager form."""
     configs = {
         id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")
     }
@@ -114,13 +112,22 @@ def count_flops(model, batch) -> tuple[float, float]:
     for config in configs.values():
         config._attn_implementation = "eager"
     try:
+        yield
+    finally:
+        for key, config in configs.items():
+            config._attn_implementation = previous[key]
+
+
+def count_flops(model, batch) -> tuple[float, float]:
+    """(forward, forward + backward) FLOPs of one micro-batch, as executed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    with eager_attention(model):
         with FlopCounterMode(display=False) as forward_counter:
             output = model(**batch)
         with FlopCounterMode(display=False) as backward_counter:
             output.loss.backward()
-    finally:
-        for key, config in configs.items():
-            config._attn_implementation = previous[key]
     model.zero_grad(set_to_none=True)
     forward = float(forward_counter.get_total_flops())
     return forward, forward + float(backward_counter.get_total_flops())
@@ -175,7 +182,11 @@ def make_engine(
 
 
 def measure(
-    preset: str, zero_stage: int, args: argparse.Namespace, device: torch.device, flops: dict[str, Callable[[int], Flops]]
+    preset: str,
+    zero_stage: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    flops: dict[str, Callable[[int], Flops]],
 ) -> dict | None:
     """One configuration; `flops` caches each preset's count, which does not depend on the ZeRO stage.
     The count runs on a model without activation checkpointing, which would count recomputation."""

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_gpu import PEAK_TFLOPS, make_engine, model_and_batch, train_step  # noqa: E402
+from train_gpu import PEAK_TFLOPS, eager_attention, make_engine, model_and_batch, train_step  # noqa: E402
 
 # The parts a step runs, in order. The LLM's decoder is found through get_decoder(): under LoRA it sits inside
 # peft's wrappers, whose own forward the model never calls.
@@ -92,16 +92,8 @@ def part_flops(model: torch.nn.Module, batch) -> dict[str, float]:
     """Forward FLOPs of one micro-batch per part, by torch's counter (eager attention, as train_gpu counts)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    configs = [m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")]
-    previous = [c._attn_implementation for c in configs]
-    for c in configs:
-        c._attn_implementation = "eager"
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(**batch)
-    finally:
-        for c, value in zip(configs, previous, strict=True):
-            c._attn_implementation = value
+    with eager_attention(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(**batch)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     paths = {id(module): f"{root}.{path}" for path, module in model.named_modules() if path}
@@ -196,7 +188,8 @@ def main() -> None:
         rate = gflop / ms if ms else 0.0
         print(f"| {name} | {ms:.1f} | {gflop:,.0f} | {rate:.0f} | {100 * rate / PEAK_TFLOPS:.0f} |")
     rest = phase["forward"] / args.steps - sum(parts.values())
-    print(f"| rest of forward (embeddings, losses, glue) | {rest:.1f} | {(flops['total'] - sum(flops[n] for n in parts)) / 1e9:,.0f} | | |")
+    rest_gflop = (flops["total"] - sum(flops[n] for n in parts)) / 1e9
+    print(f"| rest of forward (embeddings, losses, glue) | {rest:.1f} | {rest_gflop:,.0f} | | |")
 
     if profiler:
         print(f"\nTop {args.python_profile} Python functions by cumulative time over {args.steps} steps:")
