@@ -292,7 +292,9 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         started = time.perf_counter()
         lr = engine.get_lr()[0]
-        totals = torch.zeros(6, dtype=torch.float64)
+        # Summed on the device: reading each micro-batch's losses back would stall the CPU before it could queue the
+        # next micro-batch's kernels.
+        totals = torch.zeros(6, dtype=torch.float64, device=self.device)
         has_cldice = False
         for accumulation in range(self.accumulation):
             batch_step, batch = next(batches)
@@ -305,10 +307,8 @@ class Trainer:
             engine.step()
             has_cldice = output.mask_cldice_loss is not None
             parts = [output.loss, output.lm_loss, output.mask_bce_loss, output.mask_dice_loss, output.mask_cldice_loss]
-            totals += torch.tensor(
-                [0.0 if p is None else float(p.detach()) for p in parts] + [float(batch.attention_mask.sum())]
-            )
-        totals = totals.to(self.device)
+            values = [totals.new_zeros(()) if p is None else p.detach().double() for p in parts]
+            totals += torch.stack([*values, batch.attention_mask.sum().double()])
         dist.all_reduce(totals)
         memory = torch.tensor([_peak_memory_gb(self.device)], device=self.device)
         dist.all_reduce(memory, op=dist.ReduceOp.MAX)
