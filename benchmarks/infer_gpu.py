@@ -3,8 +3,8 @@
     benchmarks/infer_gpu.sh              # 4 GPUs (else 2): random-weight sa2va-26b and sa2va-4b in bf16
     benchmarks/infer_gpu.sh --dry-run    # the tiny preset on the CPU: checks the script end to end
 
-Cases (same synthetic 584×565 images read from PNG files as the stage reads a dataset's, same micro-batches, one warm-up batch per copy, timing from the moment
-every copy is loaded and warm to the last result):
+Cases (same synthetic 584×565 images read from PNG files as the stage reads a dataset's, same micro-batches, one
+warm-up batch per copy, timing from the moment every copy is loaded and warm to the last result):
   - sa2va-26b, accelerate's balanced `infer_auto_device_map` over all GPUs, one batch at a time: the old work's
     `device_map="auto"` (the baseline);
   - sa2va-26b, the automatic choice (on 80 GB cards a bf16 copy fits: replicas), and one replica alone;
