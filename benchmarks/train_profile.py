@@ -1,7 +1,7 @@
 """Where one training step's time goes, on one GPU: each part's forward, the backward, the optimizer step.
 
     torchrun --standalone --nproc-per-node 1 benchmarks/train_profile.py [--preset sa2va-4b] [--micro-batch 8]
-        [--compile encoders_and_llm] [--kernels 15]
+        [--compile encoders_and_llm] [--kernels 15 [--trace step.json]]
     python benchmarks/train_profile.py --preset tiny --micro-batch 2     # on the CPU (gloo, fp32)
 
 The workload is benchmarks/train_gpu.py's (same model, batch, DeepSpeed ZeRO-2 engine). Each part's forward is
@@ -9,10 +9,15 @@ timed between CUDA events recorded by hooks on its module, so a part's time is i
 including any gap in which the GPU waited for the CPU to launch its kernels. Each part's forward FLOPs come from
 torch's FlopCounterMode per module, so the table shows which part keeps the step far from the matmul peak.
 Backward and the optimizer step are timed as wholes (autograd runs parts' backward interleaved with nothing
-to hook cleanly). With --kernels N, torch.profiler lists the N CUDA kernels with the most time over the timed steps.
+to hook cleanly). With --kernels N, torch.profiler times two more steps: per phase, the time the GPU ran any kernel
+against the phase's wall time (where the GPU waited on the CPU) and the kernel time by family (matmul, attention,
+Inductor's Triton kernels, NCCL, the rest), then the N CUDA kernels with the most time.
 
 --compile compiles the frozen image encoders (InternViT and SAM2's Hiera), and with `encoders_and_llm` each LLM
-decoder layer too, as FinetuneConfig.torch_compile does.
+decoder layer too, as FinetuneConfig.torch_compile does. The part timer's hooks run eagerly and so break the
+compiled SAM2 graph at its encoder's boundaries, where every encoder output becomes a graph output: the outputs the
+model never reads, which a real run's graph drops (about 2 % of an sa2va-4b step), are computed here. Time whole
+steps with train_gpu.py.
 """
 
 from __future__ import annotations
@@ -88,6 +93,64 @@ class PartTimer:
         return totals
 
 
+PROFILED_STEPS = 2
+PHASES = ("forward", "backward", "optimizer step")
+# Kernel families by name: cuBLAS/CUTLASS matmuls, fused attention, Inductor's generated kernels, NCCL.
+KERNEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "attention": ("flash", "fmha", "attention"),
+    "matmul": ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas"),
+    "Triton (compiled)": ("triton_",),
+    "NCCL": ("nccl",),
+}
+
+
+def kernel_family(name: str) -> str:
+    lowered = name.lower()
+    for family, markers in KERNEL_FAMILIES.items():
+        if any(marker in lowered for marker in markers):
+            return family
+    return "other (eager element-wise, copies)"
+
+
+def busy_ns(intervals: list[tuple[int, int]]) -> int:
+    """Length of the union of (start, end) intervals: the time at least one kernel ran."""
+    total, reach = 0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            total += end - start
+            reach = end
+        elif end > reach:
+            total += end - reach
+            reach = end
+    return total
+
+
+def print_phase_kernels(events) -> None:
+    """Per phase: its wall time, the time the GPU ran any kernel, and the kernel time by family. Where busy is
+    far below wall, the GPU waited on the CPU (launches, Python hooks); where it is close, the kernels are slow."""
+    from torch.autograd import DeviceType
+
+    spans = {name: [] for name in PHASES}
+    kernels = []
+    for event in events:
+        if event.device_type() == DeviceType.CPU and event.is_user_annotation() and event.name() in spans:
+            spans[event.name()].append((event.start_ns(), event.end_ns()))
+        elif event.device_type() == DeviceType.CUDA and not event.is_user_annotation():
+            kernels.append((event.start_ns(), event.end_ns(), kernel_family(event.name())))
+    families = [*KERNEL_FAMILIES, kernel_family("")]
+    print(f"\nGPU time by phase, ms per step ({PROFILED_STEPS} profiled steps):")
+    print("| phase | wall | GPU busy | busy % | " + " | ".join(families) + " |")
+    print("|---" * (4 + len(families)) + "|")
+    for name, ranges in spans.items():
+        inside = [k for k in kernels if any(a <= k[0] < b for a, b in ranges)]
+        wall = sum(b - a for a, b in ranges) / PROFILED_STEPS / 1e6
+        busy = busy_ns([(a, b) for a, b, _ in inside]) / PROFILED_STEPS / 1e6
+        by_family = [sum(b - a for a, b, f in inside if f == family) / PROFILED_STEPS / 1e6 for family in families]
+        share = 100 * busy / wall if wall else 0.0
+        cells = " | ".join(f"{ms:.1f}" for ms in by_family)
+        print(f"| {name} | {wall:.1f} | {busy:.1f} | {share:.0f} | {cells} |")
+
+
 def part_flops(model: torch.nn.Module, batch) -> dict[str, float]:
     """Forward FLOPs of one micro-batch per part, by torch's counter (eager attention, as train_gpu counts)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -112,8 +175,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--compile", choices=["off", "encoders", "encoders_and_llm"], default="off")
-    parser.add_argument("--fused-adam", action="store_true", help="FinetuneConfig.fused_adam (DeepSpeed's FusedAdam)")
+    parser.add_argument(
+        "--fused-adam", choices=["auto", "on", "off"], default="auto",
+        help="FinetuneConfig.fused_adam (auto: fused on GPUs): torch's AdamW as one fused kernel or multi-tensor",
+    )  # fmt: skip
     parser.add_argument("--kernels", type=int, default=0, help="list the top N CUDA kernels (torch.profiler)")
+    parser.add_argument("--trace", type=Path, help="with --kernels: also write the profiled steps' Chrome trace here")
     parser.add_argument(
         "--python-profile", type=int, default=0, metavar="N",
         help="list the N Python functions with the most cumulative time over the timed steps (cProfile)",
@@ -139,7 +206,7 @@ def main() -> None:
     flops = part_flops(model, batch)
     engine = make_engine(
         model, args.preset, 2, 1, on_gpu, args.warmup + args.steps, args.micro_batch, args.compile,
-        fused_adam=args.fused_adam,
+        fused_adam={"auto": None, "on": True, "off": False}[args.fused_adam],
     )  # fmt: skip
     timer = PartTimer(model, on_gpu)
 
@@ -195,13 +262,24 @@ def main() -> None:
         print(f"\nTop {args.python_profile} Python functions by cumulative time over {args.steps} steps:")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.python_profile)
     if args.kernels and on_gpu:
-        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler import ProfilerActivity, profile, record_function
 
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(2):
-                train_step(engine, batch)
-            sync()
-        print(f"\nTop {args.kernels} CUDA kernels over 2 steps:")
+        def profiled(name: str, run: Callable[..., Any], *args: Any) -> Any:
+            # The sync inside the range puts every kernel of a phase within its CPU span.
+            with record_function(name):
+                result = run(*args)
+                sync()
+            return result
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(PROFILED_STEPS):
+                output = profiled("forward", lambda: engine(**batch))
+                profiled("backward", engine.backward, output.loss)
+                profiled("optimizer step", engine.step)
+        print_phase_kernels(prof.profiler.kineto_results.events())
+        if args.trace:
+            prof.export_chrome_trace(str(args.trace))
+        print(f"\nTop {args.kernels} CUDA kernels over {PROFILED_STEPS} steps:")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.kernels, max_name_column_width=70))
     for handle in timer.handles:
         handle.remove()

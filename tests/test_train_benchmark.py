@@ -13,6 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_gpu import build_model, count_flops, flops_of_micro_batch, make_batch  # noqa: E402
+from train_profile import busy_ns, kernel_family  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
 
@@ -26,6 +27,19 @@ def test_micro_batch_flops_extend_linearly_from_one_and_two_samples() -> None:
     counted = count_flops(model, make_batch(model, tokenizer, 3, 1, cpu, torch.float32, seed=0))
     assert 0 < of(1)[0] < of(1)[1]
     assert of(3) == pytest.approx(counted, rel=1e-9)
+
+
+def test_gpu_busy_time_counts_overlapping_kernels_once() -> None:
+    assert busy_ns([(10, 20), (0, 5), (15, 30), (40, 50), (41, 45)]) == 5 + 20 + 10
+    assert busy_ns([]) == 0
+
+
+def test_kernel_families_follow_the_kernel_names() -> None:
+    assert kernel_family("pytorch_flash::flash_bwd_kernel<...>") == "attention"
+    assert kernel_family("nvjet_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "matmul"
+    assert kernel_family("triton_per_fused_native_layer_norm_0") == "Triton (compiled)"
+    assert kernel_family("ncclDevKernel_AllReduce_Sum_bf16_RING_LL") == "NCCL"
+    assert kernel_family("void at::native::elementwise_kernel<128, 4>") == "other (eager element-wise, copies)"
 
 
 @pytest.mark.slow
