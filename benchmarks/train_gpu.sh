@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-# These hosts say 9.0a, which DeepSpeed's op builder cannot parse; harmless here (torch AdamW needs no build) but
-# it keeps a --fused-adam experiment from failing. NCCL_NVLS_ENABLE is left as the host sets it.
+# These hosts say 9.0a, which DeepSpeed's op builder cannot parse: harmless while no op is JIT-built (torch's AdamW
+# needs none), a failure for any experiment that builds one. NCCL_NVLS_ENABLE is left as the host sets it.
 export TORCH_CUDA_ARCH_LIST=9.0
 PYTHON=${PYTHON:-python3}
 

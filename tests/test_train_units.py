@@ -121,7 +121,7 @@ def test_compiling_under_zero_3_is_refused() -> None:
 
 def test_deepspeed_config_follows_the_finetune_config() -> None:
     config = FinetuneConfig(global_batch_size=8, micro_batch_size=2, zero_stage=3, lr=1e-4, gradient_clipping=0.5)
-    ds = deepspeed_config(config, world_size=2, precision="bf16")
+    ds = deepspeed_config(config, world_size=2, precision="bf16", on_gpu=True)
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (
         8,
         2,
@@ -131,11 +131,17 @@ def test_deepspeed_config_follows_the_finetune_config() -> None:
     assert ds["bf16"]["check_grad_overflow"] is False  # the loop's check_finite stands in for it
     assert ds["optimizer"] == {
         "type": "AdamW",
-        "params": {"lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "torch_adam": True},
-    }
-    assert not deepspeed_config(config.model_copy(update={"fused_adam": True}), 2, "bf16")["optimizer"]["params"].get(
-        "torch_adam"
-    )
+        "params": {
+            "lr": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "torch_adam": True, "fused": True,
+        },
+    }  # fmt: skip
+
+    def fused(fused_adam: bool | None, on_gpu: bool) -> bool:
+        chosen = config.model_copy(update={"fused_adam": fused_adam})
+        return deepspeed_config(chosen, 2, "fp32", on_gpu)["optimizer"]["params"]["fused"]
+
+    assert not fused(None, on_gpu=False)
+    assert fused(True, on_gpu=False) and not fused(False, on_gpu=True)
 
 
 @pytest.mark.parametrize(

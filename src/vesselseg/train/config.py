@@ -84,8 +84,11 @@ class FinetuneConfig(BaseModel):
     gradient_clipping: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
     zero_stage: Literal[2, 3] = 2
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPUs, fp32 on the CPU")
-    fused_adam: bool = Field(
-        False, description="DeepSpeed's FusedAdam (JIT-built CUDA op) instead of torch's AdamW; GPU only"
+    fused_adam: bool | None = Field(
+        None,
+        description="torch's AdamW as one fused kernel (true) or per-operation multi-tensor kernels (false); "
+        "null: fused on GPUs (an sa2va-4b optimizer step took 48 instead of 61 ms on an H100), multi-tensor on the "
+        "CPU",
     )
     activation_checkpointing: bool = False
     torch_compile: Literal["off", "encoders", "encoders_and_llm"] = Field(

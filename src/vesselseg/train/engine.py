@@ -1,9 +1,8 @@
 """DeepSpeed: the config built from a FinetuneConfig, the learning-rate schedule, and `deepspeed.initialize`.
 
-The optimizer is DeepSpeed's `AdamW` entry with `torch_adam` (torch's AdamW, multi-tensor): it needs no
-JIT-compiled op, so CPU runs and fresh GPU machines start at once. `fused_adam: true` switches to DeepSpeed's
-FusedAdam on GPUs, which builds a CUDA op on first use (export TORCH_CUDA_ARCH_LIST=9.0 on H100 hosts whose
-list says 9.0a). The schedule is a plain LambdaLR handed to DeepSpeed, which saves and restores its state
+The optimizer is DeepSpeed's `AdamW` entry with `torch_adam`: torch's AdamW, fused into one kernel on GPUs and
+multi-tensor on the CPU (`fused_adam` overrides). It needs no JIT-compiled op, so CPU runs and fresh GPU machines
+start at once. The schedule is a plain LambdaLR handed to DeepSpeed, which saves and restores its state
 with every checkpoint.
 """
 
@@ -23,7 +22,9 @@ from vesselseg.train.config import FinetuneConfig, Precision
 _NEVER = 1 << 30
 
 
-def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precision) -> dict[str, Any]:
+def deepspeed_config(
+    config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool
+) -> dict[str, Any]:
     zero: dict[str, Any] = {
         "stage": config.zero_stage,
         "contiguous_gradients": True,
@@ -32,14 +33,17 @@ def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precisi
     if config.zero_stage == 3:
         # The checkpoint keeps ZeRO's partitions; the convert stage consolidates them with zero_to_fp32.
         zero["stage3_gather_16bit_weights_on_model_save"] = False
+    # ZeRO hands the optimizer a few flat fp32 partitions, so the multi-tensor form gains nothing from batching
+    # tensors and pays a pass over memory per operation: the fused kernel makes one.
+    fused = on_gpu if config.fused_adam is None else config.fused_adam
     optimizer_params: dict[str, Any] = {
         "lr": config.lr,
         "betas": list(config.betas),
         "eps": config.eps,
         "weight_decay": config.weight_decay,
+        "torch_adam": True,
+        "fused": fused,
     }
-    if not config.fused_adam:
-        optimizer_params["torch_adam"] = True
     return {
         "train_batch_size": config.global_batch_size,
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
@@ -69,7 +73,9 @@ def warmup_steps(config: FinetuneConfig) -> int:
     return round(config.warmup_ratio * config.steps)
 
 
-def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision) -> Any:
+def initialize(
+    model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool
+) -> Any:
     """The DeepSpeed engine around `model`, training only its parameters that require grad."""
     warmup = warmup_steps(config)
 
@@ -79,7 +85,7 @@ def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, preci
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(config, world_size, precision),
+        config=deepspeed_config(config, world_size, precision, on_gpu),
         lr_scheduler=schedule,
     )
     return engine

@@ -164,7 +164,7 @@ class Trainer:
         if config.torch_compile != "off":
             model.compile_blocks(llm_layers=config.torch_compile == "encoders_and_llm")
         self.model_config = model.config
-        self.engine = initialize(model, config, self.world, self.job.precision)
+        self.engine = initialize(model, config, self.world, self.job.precision, self.device.type == "cuda")
 
     def _resume(self, resume: InputRef | None) -> tuple[int, ckpt.TrainState | None, TrainLog]:
         if resume is None:
