@@ -152,6 +152,19 @@ def test_compiling_blocks_keeps_the_checkpoint_keys(tokenizer):
     keys = list(model.state_dict())
     model.compile_blocks(llm_layers=True)
     assert list(model.state_dict()) == keys  # torch.compile(module) would have added `_orig_mod.` prefixes
-    compiled = [model.vision_model, model.grounding_encoder.vision_encoder, *model.language_model.model.layers]
+    compiled = [model.vision_model, *model.language_model.model.layers]
     assert all(module._compiled_call_impl is not None for module in compiled)
     assert model.language_model._compiled_call_impl is None  # the LLM's head and embeddings stay eager
+
+
+def test_compiled_sam2_features_match_eager(tokenizer):
+    model, _ = tiny(tokenizer)
+    side = model.config.sam2_config.vision_config.backbone_config.image_size[0]
+    pixels = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        eager = model.get_sam2_features(pixels)
+        model.compile_blocks(llm_layers=False)
+        compiled = model.get_sam2_features(pixels)
+    assert [f.shape for f in compiled] == [f.shape for f in eager]
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -139,10 +139,14 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
         self.post_init()
 
     def compile_blocks(self, llm_layers: bool) -> None:
-        """torch.compile in place, so state-dict keys and checkpoints are unchanged: InternViT and SAM2's image
-        encoder whole and, with `llm_layers`, each LLM decoder layer (LoRA inside; the layers share one graph)."""
+        """torch.compile in place, so state-dict keys and checkpoints are unchanged: InternViT whole, SAM2's
+        image features (`get_sam2_features`) and, with `llm_layers`, each LLM decoder layer (LoRA inside; the
+        layers share one graph)."""
         self.vision_model.compile()
-        self.grounding_encoder.vision_encoder.compile()
+        # Compiling the method rather than SAM2's encoder module lets Inductor drop what the encoder returns and
+        # this model never reads (the FPN's positional encodings, the unprojected maps): 2 % of an sa2va-4b
+        # step at micro-batch 32 on an H100 (benchmarks/results/train_profile.md).
+        self.get_sam2_features = torch.compile(self.get_sam2_features)
         if llm_layers:
             for layer in self.language_model.get_decoder().layers:
                 layer.compile()
