@@ -19,6 +19,7 @@ from vesselseg.train.base_model import (
 from vesselseg.train.config import Sam2Geometry
 from vesselseg.train.data import DataOrder, augment
 from vesselseg.train.engine import deepspeed_config, lr_factor
+from vesselseg.train.launch import worker_env
 from vesselseg.train.loop import check_finite
 
 
@@ -211,3 +212,11 @@ def test_kfp_component_compiles(tmp_path) -> None:
     compiler.Compiler().compile(finetune, str(path))
     text = path.read_text()
     assert "run_finetune" in text and "system.Model" in text and "system.Metrics" in text
+
+
+def test_gpu_workers_get_growable_allocator_segments_unless_the_user_chose(monkeypatch) -> None:
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    assert worker_env(2, on_gpu=True)["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in worker_env(2, on_gpu=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    assert worker_env(2, on_gpu=True)["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
