@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,10 @@ from vesselseg.infer import visible_gpus
 from vesselseg.infer.runner import make_tasks, model_footprint
 from vesselseg.infer.predictor import to_uint8
 from vesselseg.model.losses import upsample_logits
-from vesselseg.model.prompts import FORCED_ANSWER, segmentation_prompt
+from vesselseg.model.prompts import FORCED_ANSWER
 
-PROMPT = segmentation_prompt("blood vessels")
-IMAGE_HW = (584, 565)  # DRIVE's size
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from infer_gpu import IMAGE_HW, PROMPT  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
