@@ -5,9 +5,10 @@
 Each setting is a JSON object of FinetuneConfig fields laid over `--base` (itself over the defaults). Runs go
 through `vesselseg.stages.finetune` against the object store that `VESSELSEG_S3_*` / `vesselseg store up` names,
 on the data-prep defaults (the synthetic dataset); with GPUs, `--per-gpu` runs per GPU at a time
-(CUDA_VISIBLE_DEVICES), on the CPU one at a time. Only the validation split is read: each run's training log has the validation Dice at 0.5
-and at the best threshold every `val_every` steps, which is what the table shows. Choosing by validation and then
-reporting test numbers from a fresh run (the pipeline, `make demo`) keeps the test split out of every choice.
+(CUDA_VISIBLE_DEVICES), on the CPU one at a time. Only the validation split is read: each run's training log has
+the validation Dice at 0.5 and at the best threshold every `val_every` steps, which is what the table shows.
+Choosing by validation and then reporting test numbers from a fresh run (the pipeline, `make demo`) keeps the test
+split out of every choice.
 Rows go to stdout as JSON lines as runs finish (and to $OUT/finetune_search.jsonl when OUT is set).
 """
 

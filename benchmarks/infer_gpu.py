@@ -370,7 +370,9 @@ def main() -> None:
     if args.only:
         selected = [c for c in selected if c.role in args.only.split(",")]
     started = time.perf_counter()
-    args.gains = {preset: mask_gain(preset, gpus, images, tasks[0]) for preset in dict.fromkeys(c.preset for c in selected)}
+    args.gains = {
+        preset: mask_gain(preset, gpus, images, tasks[0]) for preset in dict.fromkeys(c.preset for c in selected)
+    }
     outcomes = []
     try:
         for case in selected:

@@ -3,11 +3,11 @@
     python benchmarks/infer_profile.py [--preset sa2va-26b] [--gpus 0] [--images 32] [--batch-size 4]
     python benchmarks/infer_profile.py --preset tiny --images 8      # on the CPU
 
-Images are synthetic 584×565 PNG files, read as the stage reads a dataset's. Part 1 runs the copy's micro-batches one at a time with a device synchronisation between phases, so each
-phase's wall time is its own. Part 2 serves the same micro-batches through `execute` with 1, 2 and 3 in
-flight on the same GPUs, each run on the same loaded-once plan, to show how much of part 1's CPU work the
-in-flight threads hide. A copy whose GPU time is a small share of its phases is CPU-bound, and more copies
-per host will contend for that CPU.
+Images are synthetic 584×565 PNG files, read as the stage reads a dataset's. Part 1 runs the copy's micro-batches
+one at a time with a device synchronisation between phases, so each phase's wall time is its own. Part 2 serves
+the same micro-batches through `execute` with 1, 2 and 3 in flight on the same GPUs, each run on the same
+loaded-once plan, to show how much of part 1's CPU work the in-flight threads hide. A copy whose GPU time is a
+small share of its phases is CPU-bound, and more copies per host will contend for that CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vesselseg.infer import FileImages, InferConfig, PredictorSpec, RandomPreset, SyntheticImages, Task, choose_plan, execute
+from vesselseg.infer import (
+    FileImages,
+    InferConfig,
+    PredictorSpec,
+    RandomPreset,
+    SyntheticImages,
+    Task,
+    choose_plan,
+    execute,
+)
 from vesselseg.infer import visible_gpus
 from vesselseg.infer.runner import make_tasks, model_footprint
 from vesselseg.infer.predictor import to_uint8

@@ -273,7 +273,11 @@ def main() -> None:
         print(json.dumps({"variant": "frangi", **frangi}), flush=True)
         ceilings = resolution_ceiling(dataset) if args.ceiling else {}
         # Rows already in --json (an interrupted invocation's) are kept, and their runs not repeated.
-        rows = [json.loads(line) for line in args.json.read_text().splitlines()] if args.json and args.json.exists() else []
+        rows = (
+            [json.loads(line) for line in args.json.read_text().splitlines()]
+            if args.json and args.json.exists()
+            else []
+        )
         done = {(r["variant"], r["seed"]) for r in rows if r.get("steps") == args.steps}
         for seed in (int(s) for s in args.seeds.split(",")):
             for name, overrides in variants.items():

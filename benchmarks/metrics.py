@@ -133,8 +133,10 @@ def main() -> int:
         f"python {platform.python_version()} | numpy {np.__version__} | scipy {scipy.__version__} | "
         f"scikit-image {skimage.__version__} | scikit-learn {sklearn.__version__}"
     )
-    print(f"data: {N_IMAGES} images {SHAPE[0]}x{SHAPE[1]}, {y.size} FOV pixels, vessel fraction "
-          f"{y.mean():.3f}; fastest of {args.repeats} interleaved runs")
+    print(
+        f"data: {N_IMAGES} images {SHAPE[0]}x{SHAPE[1]}, {y.size} FOV pixels, vessel fraction "
+        f"{y.mean():.3f}; fastest of {args.repeats} interleaved runs"
+    )
     print()
     rows = [
         ("(a) vesselseg: evaluate_image x20 + aggregate (1000 boot)", ours_s),
@@ -152,9 +154,11 @@ def main() -> int:
     print(f"pooled AUC  ours {auc:.15f}  sklearn {sk_auc:.15f}  |diff| {auc_diff:.1e}")
     print(f"pooled AP   ours {ap:.15f}  sklearn {sk_ap:.15f}  |diff| {ap_diff:.1e}")
     print(f"values identical to {TOLERANCE:g}: {'yes' if identical else 'NO'}")
-    print(f"macro Dice {summary['macro']['dice']['mean']:.4f} "
-          f"[{summary['macro']['dice']['ci_low']:.4f}, {summary['macro']['dice']['ci_high']:.4f}], "
-          f"micro Dice {summary['micro']['dice']:.4f}, macro clDice {summary['macro']['cldice']['mean']:.4f}")
+    print(
+        f"macro Dice {summary['macro']['dice']['mean']:.4f} "
+        f"[{summary['macro']['dice']['ci_low']:.4f}, {summary['macro']['dice']['ci_high']:.4f}], "
+        f"micro Dice {summary['micro']['dice']:.4f}, macro clDice {summary['macro']['cldice']['mean']:.4f}"
+    )
     return 0 if identical else 1
 
 

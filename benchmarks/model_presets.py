@@ -46,13 +46,17 @@ def main() -> None:
         counts = rows[name]
         sam2 = counts["sam2_image_encoder"] + counts["sam2_prompt_encoder"] + counts["sam2_mask_decoder"]
         base_vlm = counts["vision_model"] + counts["mlp1"] + counts["llm"]
-        print(f"{published.model}: InternVL2.5 base {human(published.total_base_vlm)} + SAM2-L "
-              f"{human(published.sam2_params)} = {human(published.total_base_vlm + published.sam2_params)};"
-              f" ours {human(base_vlm)} + {human(sam2)} = {human(counts['total'])}")
+        print(
+            f"{published.model}: InternVL2.5 base {human(published.total_base_vlm)} + SAM2-L "
+            f"{human(published.sam2_params)} = {human(published.total_base_vlm + published.sam2_params)};"
+            f" ours {human(base_vlm)} + {human(sam2)} = {human(counts['total'])}"
+        )
         print(f"  {published.vision}: {human(published.vision_params)}, ours {human(counts['vision_model'])}")
         print(f"  {published.llm}: {human(published.llm_params)}, ours {human(counts['llm'])}")
-    print("\nQwen2.5 cards count tied input/output embeddings once; InternVL2.5 (and so Sa2VA) unties them, which is"
-          "\nwhy the Qwen-based LLMs above are larger by one embedding matrix while the model totals agree.")
+    print(
+        "\nQwen2.5 cards count tied input/output embeddings once; InternVL2.5 (and so Sa2VA) unties them, which is"
+        "\nwhy the Qwen-based LLMs above are larger by one embedding matrix while the model totals agree."
+    )
     official_imports()
 
 
@@ -71,8 +75,10 @@ def official_imports() -> None:
     from vesselseg.model.official.catalog import release_tokens
 
     print("\nofficial releases as imported (config.json → native model)")
-    print(f"{'release':<22}{'LLM as':>8}{'VLM ours':>11}{'published':>11}{'ratio':>7}"
-          f"{'SAM2 ours':>11}{'SAM2-L':>9}{'total ours':>12}{'published':>11}")
+    print(
+        f"{'release':<22}{'LLM as':>8}{'VLM ours':>11}{'published':>11}{'ratio':>7}"
+        f"{'SAM2 ours':>11}{'SAM2-L':>9}{'total ours':>12}{'published':>11}"
+    )
     for name, official in OFFICIAL_CONFIGS.items():
         tokens = release_tokens(name)
         with torch.device("meta"):
@@ -80,12 +86,16 @@ def official_imports() -> None:
         published = PUBLISHED_SIZES[name]
         base_vlm = counts["vision_model"] + counts["mlp1"] + counts["llm"]
         sam2 = counts["sam2_image_encoder"] + counts["sam2_prompt_encoder"] + counts["sam2_mask_decoder"]
-        print(f"{published.model:<22}{detect_family(official).native_model_type:>8}{human(base_vlm):>11}"
-              f"{human(published.total_base_vlm):>11}{base_vlm / published.total_base_vlm:>7.3f}{human(sam2):>11}"
-              f"{human(published.sam2_params):>9}{human(counts['total']):>12}"
-              f"{human(published.total_base_vlm + published.sam2_params):>11}")
-    print("published = the InternVL2.5 / InternVL3 base model's stated size + SAM2 Hiera-L (224.4M, whose 7.5M of"
-          "\nvideo-memory parameters the import ignores by design); Sa2VA adds text_hidden_fcs (≈ d² + 256·d).")
+        print(
+            f"{published.model:<22}{detect_family(official).native_model_type:>8}{human(base_vlm):>11}"
+            f"{human(published.total_base_vlm):>11}{base_vlm / published.total_base_vlm:>7.3f}{human(sam2):>11}"
+            f"{human(published.sam2_params):>9}{human(counts['total']):>12}"
+            f"{human(published.total_base_vlm + published.sam2_params):>11}"
+        )
+    print(
+        "published = the InternVL2.5 / InternVL3 base model's stated size + SAM2 Hiera-L (224.4M, whose 7.5M of"
+        "\nvideo-memory parameters the import ignores by design); Sa2VA adds text_hidden_fcs (≈ d² + 256·d)."
+    )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,10 @@ def run(work: Path) -> int:
     print()
     print(f"machine: {describe()}, {platform.platform()}")
     print(f"{'images':>7} {'size':>9} {'predictors':>10} {'seconds':>8} {'s/image':>8} {'report.html':>12} {'goal':>6}")
-    print(f"{result.n_images:>7} {f'{HEIGHT}x{WIDTH}':>9} {len(predictions):>10} {seconds:>8.1f} "
-          f"{seconds / result.n_images:>8.3f} {f'{html_mb:.1f} MB':>12} {f'<{GOAL_S:.0f} s':>6}")
+    print(
+        f"{result.n_images:>7} {f'{HEIGHT}x{WIDTH}':>9} {len(predictions):>10} {seconds:>8.1f} "
+        f"{seconds / result.n_images:>8.3f} {f'{html_mb:.1f} MB':>12} {f'<{GOAL_S:.0f} s':>6}"
+    )
     return 0 if seconds < GOAL_S else 1
 
 

@@ -160,9 +160,7 @@ def part_flops(model: torch.nn.Module, batch) -> dict[str, float]:
     counts = counter.get_flop_counts()
     root = type(model).__name__
     paths = {id(module): f"{root}.{path}" for path, module in model.named_modules() if path}
-    result = {
-        name: float(sum(counts.get(paths.get(id(find(model))), {}).values())) for name, find in PARTS.items()
-    }
+    result = {name: float(sum(counts.get(paths.get(id(find(model))), {}).values())) for name, find in PARTS.items()}
     result["total"] = float(sum(counts.get(root, {}).values()))
     return result
 

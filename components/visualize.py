@@ -18,4 +18,6 @@ def visualize(
     """Panels, plots (training curves included) and the self-contained HTML report of the evaluated run."""
     from vesselseg.kfp_glue import run_visualize
 
-    run_visualize(dataset, [model_predictions, baseline_predictions], evaluation, training, overrides, report, html, markdown)
+    run_visualize(
+        dataset, [model_predictions, baseline_predictions], evaluation, training, overrides, report, html, markdown
+    )

@@ -18,26 +18,45 @@ MODEL_B = InputRef(uri="s3://mlpipeline/tests/models/b/", manifest_sha256="b" * 
 FP = "f" * 64
 
 
-def summary(dice: float, ci: tuple[float, float], *, predictor: str = "sa2va", split: str = "test", n: int = 20,
-            honesty: list[dict[str, Any]] | None = None) -> bytes:
+def summary(
+    dice: float,
+    ci: tuple[float, float],
+    *,
+    predictor: str = "sa2va",
+    split: str = "test",
+    n: int = 20,
+    honesty: list[dict[str, Any]] | None = None,
+) -> bytes:
     """An evaluation summary in the format `vesselseg.evaluation.evaluate` writes."""
     row = {"dice": dice, "iou": dice / (2 - dice), "accuracy": 0.96}
-    return json.dumps({
-        "split": split, "n_images": n, "averaging": "macro", "vessel_fraction": 0.12, "fov": "given",
-        "metrics": {predictor: row, "all_background": {"dice": 0.0}},
-        "metrics_micro": {predictor: row}, "dice_ci": {predictor: list(ci), "all_background": [0.0, 0.0]},
-        "metrics_at_0_5": {predictor: row},
-        "thresholds": {predictor: {"level": 128, "threshold": 0.5, "source": "val"}},
-        "honesty": honesty or [{"name": "prediction_identical_to_truth", "predictor": predictor, "passed": True, "detail": "ok"}],
-    }).encode()
+    return json.dumps(
+        {
+            "split": split,
+            "n_images": n,
+            "averaging": "macro",
+            "vessel_fraction": 0.12,
+            "fov": "given",
+            "metrics": {predictor: row, "all_background": {"dice": 0.0}},
+            "metrics_micro": {predictor: row},
+            "dice_ci": {predictor: list(ci), "all_background": [0.0, 0.0]},
+            "metrics_at_0_5": {predictor: row},
+            "thresholds": {predictor: {"level": 128, "threshold": 0.5, "source": "val"}},
+            "honesty": honesty
+            or [{"name": "prediction_identical_to_truth", "predictor": predictor, "passed": True, "detail": "ok"}],
+        }
+    ).encode()
 
 
 @pytest.fixture()
 def gate(prefix: str) -> PromoteConfig:
-    return PromoteConfig(predictor="sa2va", key=f"{prefix}/models/champion.json", history_prefix=f"{prefix}/models/history")
+    return PromoteConfig(
+        predictor="sa2va", key=f"{prefix}/models/champion.json", history_prefix=f"{prefix}/models/history"
+    )
 
 
-def test_first_model_becomes_champion_then_only_a_clearly_better_one_replaces_it(store: ObjectStore, gate: PromoteConfig, prefix: str) -> None:
+def test_first_model_becomes_champion_then_only_a_clearly_better_one_replaces_it(
+    store: ObjectStore, gate: PromoteConfig, prefix: str
+) -> None:
     first = promote(store, summary(0.78, (0.75, 0.81)), FP, MODEL_A, gate)
     assert first.promoted and first.previous is None and "no champion yet" in first.reason
     assert ChampionRecord.model_validate_json(store.get_bytes(gate.key)).model == MODEL_A
@@ -67,12 +86,24 @@ def test_numbers_on_another_test_set_are_not_compared(store: ObjectStore, gate: 
     assert not other_split.promoted and "split 'val'" in other_split.reason
     fewer = promote(store, summary(0.95, (0.94, 0.96), n=10), FP, MODEL_B, gate)
     assert not fewer.promoted
-    restart = promote(store, summary(0.60, (0.55, 0.65)), "e" * 64, MODEL_B, gate.model_copy(update={"allow_new_dataset": True}))
+    restart = promote(
+        store, summary(0.60, (0.55, 0.65)), "e" * 64, MODEL_B, gate.model_copy(update={"allow_new_dataset": True})
+    )
     assert restart.promoted and "champion line restarted" in restart.reason
 
 
-def test_waived_honesty_checks_block_promotion_and_dry_run_writes_nothing(store: ObjectStore, gate: PromoteConfig) -> None:
-    waived = [{"name": "train_test_overlap", "predictor": None, "passed": False, "allowed": True, "detail": "2 test images also in train"}]
+def test_waived_honesty_checks_block_promotion_and_dry_run_writes_nothing(
+    store: ObjectStore, gate: PromoteConfig
+) -> None:
+    waived = [
+        {
+            "name": "train_test_overlap",
+            "predictor": None,
+            "passed": False,
+            "allowed": True,
+            "detail": "2 test images also in train",
+        }
+    ]
     refused = promote(store, summary(0.9, (0.88, 0.92), honesty=waived), FP, MODEL_A, gate)
     assert not refused.promoted and "train_test_overlap" in refused.reason and not store.exists(gate.key)
     dry = promote(store, summary(0.9, (0.88, 0.92)), FP, MODEL_A, gate.model_copy(update={"dry_run": True}))
@@ -99,16 +130,27 @@ class KfpArtifactStub:
         self.metadata[name] = value
 
 
-def test_component_body_reads_the_dataset_fingerprint_from_the_store(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
-    prep = data_prep.run(data_prep.Config.model_validate(
-        {"data": {"synthetic": {"count": 6, "size": 64, "seed": 2}, "split": {"seed": 2}}, "prefix": f"{prefix}/datasets"}), store)
+def test_component_body_reads_the_dataset_fingerprint_from_the_store(
+    store: ObjectStore, prefix: str, tmp_path: Path
+) -> None:
+    prep = data_prep.run(
+        data_prep.Config.model_validate(
+            {
+                "data": {"synthetic": {"count": 6, "size": 64, "seed": 2}, "split": {"seed": 2}},
+                "prefix": f"{prefix}/datasets",
+            }
+        ),
+        store,
+    )
     files = {name: tmp_path / name for name in ("summary", "dataset", "model", "decision", "metrics")}
     files["summary"].write_bytes(summary(0.8, (0.77, 0.83), predictor="frangi"))
     files["dataset"].write_text(prep.dataset.model_dump_json())
     files["model"].write_text(MODEL_A.model_dump_json())
     arts = {name: KfpArtifactStub(str(path)) for name, path in files.items()}
     overrides = {"key": f"{prefix}/champion.json", "history_prefix": f"{prefix}/history"}
-    decision = run_promote(arts["summary"], arts["dataset"], arts["model"], "frangi", overrides, arts["decision"], arts["metrics"])
+    decision = run_promote(
+        arts["summary"], arts["dataset"], arts["model"], "frangi", overrides, arts["decision"], arts["metrics"]
+    )
     assert decision.promoted and decision.dataset_fingerprint == prep.summary.fingerprint
     assert json.loads(files["decision"].read_text())["record"]["dataset_fingerprint"] == prep.summary.fingerprint
     assert arts["metrics"].metadata == {"promote.promoted": 1, "promote.candidate_dice": 0.8}

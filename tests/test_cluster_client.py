@@ -103,10 +103,16 @@ class FakeKfpApiServer:
                 return {"pipeline_spec": docs[0], "platform_spec": docs[1] if len(docs) > 1 else None}
         raise ValueError("multipart body has no 'uploadfile' part")
 
-    def _add_version(self, pipeline_id: str, name: str, package: dict[str, Any], description: str | None) -> dict[str, Any]:
+    def _add_version(
+        self, pipeline_id: str, name: str, package: dict[str, Any], description: str | None
+    ) -> dict[str, Any]:
         version = {
-            "pipeline_id": pipeline_id, "pipeline_version_id": uuid.uuid4().hex, "display_name": name,
-            "name": name, "description": description, "created_at": self._now(),
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": uuid.uuid4().hex,
+            "display_name": name,
+            "name": name,
+            "description": description,
+            "created_at": self._now(),
         }
         self.versions[pipeline_id].append(version)
         self.packages[version["pipeline_version_id"]] = package
@@ -116,7 +122,7 @@ class FakeKfpApiServer:
         if self.token is not None and headers.get("authorization") != f"Bearer {self.token}":
             return 401, {"error": "Unauthenticated", "code": 16, "message": "Failed to authenticate request"}
         q = {k: v[0] for k, v in query.items()}
-        parts = path[len(API):].strip("/").split("/")
+        parts = path[len(API) :].strip("/").split("/")
         with self._lock:
             if method == "GET" and parts == ["healthz"]:
                 return 200, {"multi_user": self.multi_user, "pipeline_store": "database"}
@@ -136,8 +142,14 @@ class FakeKfpApiServer:
             if any(p["display_name"] == name for p in self.pipelines.values()):
                 return 409, {"code": 6, "message": f"pipeline named {name} already exists"}
             package = self._store_package(body, headers["content-type"])
-            pipeline = {"pipeline_id": uuid.uuid4().hex, "display_name": name, "name": name,
-                        "description": q.get("description"), "created_at": self._now(), "namespace": q.get("namespace")}
+            pipeline = {
+                "pipeline_id": uuid.uuid4().hex,
+                "display_name": name,
+                "name": name,
+                "description": q.get("description"),
+                "created_at": self._now(),
+                "namespace": q.get("namespace"),
+            }
             self.pipelines[pipeline["pipeline_id"]] = pipeline
             self.versions[pipeline["pipeline_id"]] = []
             self._add_version(pipeline["pipeline_id"], name, package, q.get("description"))
@@ -148,8 +160,9 @@ class FakeKfpApiServer:
                 return 404, {"code": 5, "message": f"pipeline {pipeline_id} not found"}
             if any(v["display_name"] == q.get("name") for v in self.versions[pipeline_id]):
                 return 409, {"code": 6, "message": f"version {q.get('name')} already exists"}
-            return 200, self._add_version(pipeline_id, q["name"], self._store_package(body, headers["content-type"]),
-                                          q.get("description"))
+            return 200, self._add_version(
+                pipeline_id, q["name"], self._store_package(body, headers["content-type"]), q.get("description")
+            )
         if method == "GET" and len(parts) == 1:
             name = self._display_name_filter(query)
             found = [p for p in self.pipelines.values() if name is None or p["display_name"] == name]
@@ -170,9 +183,14 @@ class FakeKfpApiServer:
     def _experiments(self, method, parts, q, query, body):
         if method == "POST" and len(parts) == 1:
             data = json.loads(body)
-            experiment = {"experiment_id": uuid.uuid4().hex, "display_name": data["display_name"],
-                          "description": data.get("description"), "namespace": data.get("namespace"),
-                          "created_at": self._now(), "storage_state": "AVAILABLE"}
+            experiment = {
+                "experiment_id": uuid.uuid4().hex,
+                "display_name": data["display_name"],
+                "description": data.get("description"),
+                "namespace": data.get("namespace"),
+                "created_at": self._now(),
+                "storage_state": "AVAILABLE",
+            }
             self.experiments[experiment["experiment_id"]] = experiment
             return 200, experiment
         if method == "GET" and len(parts) == 1:
@@ -199,8 +217,13 @@ class FakeKfpApiServer:
             data = json.loads(body)
             if problem := self._check_source(data):
                 return 400, {"code": 3, "message": problem}
-            run = {**data, "run_id": uuid.uuid4().hex, "state": "PENDING", "created_at": self._now(),
-                   "storage_state": "AVAILABLE"}
+            run = {
+                **data,
+                "run_id": uuid.uuid4().hex,
+                "state": "PENDING",
+                "created_at": self._now(),
+                "storage_state": "AVAILABLE",
+            }
             self.runs[run["run_id"]] = run
             return 200, run
         if method == "GET" and len(parts) == 2 and parts[1] in self.runs:
@@ -226,8 +249,11 @@ class FakeKfpApiServer:
         if method == "GET" and len(parts) == 1:
             name = self._display_name_filter(query)
             experiment = query.get("experiment_id", [None])[0]
-            found = [r for r in self.recurring.values()
-                     if (name is None or r["display_name"] == name) and experiment in (None, r["experiment_id"])]
+            found = [
+                r
+                for r in self.recurring.values()
+                if (name is None or r["display_name"] == name) and experiment in (None, r["experiment_id"])
+            ]
             return 200, ({"recurringRuns": found, "total_size": len(found)} if found else {})
         if method == "DELETE" and len(parts) == 2 and parts[1] in self.recurring:
             del self.recurring[parts[1]]
@@ -291,7 +317,9 @@ def test_upload_creates_the_pipeline_then_adds_versions(fake: FakeKfpApiServer, 
     assert [v["display_name"] for v in fake.versions[first.pipeline_id]] == ["vesselseg", "abc123-20260101T000000Z"]
     assert s.latest_version(first.pipeline_id) == (second.version_id, second.version_name)
     uploaded = fake.packages[second.version_id]["pipeline_spec"]
-    assert uploaded["pipelineInfo"]["name"] == "vesselseg" and "exec-evaluate" in uploaded["deploymentSpec"]["executors"]
+    assert (
+        uploaded["pipelineInfo"]["name"] == "vesselseg" and "exec-evaluate" in uploaded["deploymentSpec"]["executors"]
+    )
     with pytest.raises(KfpError, match="HTTP 409.*already exists"):
         s.upload(package, "vesselseg", "abc123-20260101T000000Z")
 
@@ -301,7 +329,10 @@ def test_submit_runs_the_newest_version_with_parameters_and_waits(fake: FakeKfpA
     uploaded = s.upload(package, "vesselseg", "v1")
     run_id = s.submit("nightly", "run-1", {"seed": 3, "dataset_source": "synthetic"}, pipeline_name="vesselseg")
     run = fake.runs[run_id]
-    assert run["pipeline_version_reference"] == {"pipeline_id": uploaded.pipeline_id, "pipeline_version_id": uploaded.version_id}
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": uploaded.pipeline_id,
+        "pipeline_version_id": uploaded.version_id,
+    }
     assert run["runtime_config"]["parameters"] == {"seed": 3, "dataset_source": "synthetic"}
     assert fake.experiments[run["experiment_id"]]["display_name"] == "nightly"
     assert s.wait(run_id, timeout_s=5).succeeded
@@ -348,19 +379,24 @@ def test_cli_upload_submit_schedule(fake: FakeKfpApiServer, package: Path, monke
         out = io.StringIO()
         with redirect_stdout(out):
             assert args.func(args) == 0
-        return json.loads(out.getvalue()[out.getvalue().index("{"):])
+        return json.loads(out.getvalue()[out.getvalue().index("{") :])
 
     run("upload", "--package", str(package))
     second = run("upload", "--package", str(package), "--version", "v2")
     assert second["version_name"] == "v2" and not second["created_pipeline"]
     submitted = run("submit", "--set", "seed=4", "--set", "dataset_source=/data/DRIVE", "--wait", "--poll-s", "0.01")
     assert submitted["state"] == "SUCCEEDED"
-    assert fake.runs[submitted["run_id"]]["runtime_config"]["parameters"] == {"seed": 4, "dataset_source": "/data/DRIVE"}
+    assert fake.runs[submitted["run_id"]]["runtime_config"]["parameters"] == {
+        "seed": 4,
+        "dataset_source": "/data/DRIVE",
+    }
     scheduled = run("schedule", "--cron", "0 0 3 * * 1")
     assert fake.recurring[scheduled["recurring_run_id"]]["display_name"] == "vesselseg-retrain"
 
 
-def test_clear_errors_for_refused_token_missing_token_and_unreachable_host(fake: FakeKfpApiServer, tmp_path: Path) -> None:
+def test_clear_errors_for_refused_token_missing_token_and_unreachable_host(
+    fake: FakeKfpApiServer, tmp_path: Path
+) -> None:
     with pytest.raises(KfpAuthError, match=rf"{fake.url}.*HTTP 401.*token was refused"):
         KfpSession(KfpTarget(host=fake.url, token="wrong"))
     with pytest.raises(KfpAuthError, match="no token was sent"):
@@ -380,7 +416,9 @@ def test_clear_errors_for_refused_token_missing_token_and_unreachable_host(fake:
         KfpTarget(host="localhost:8080")
 
 
-def test_multi_user_needs_a_namespace_and_uses_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, package: Path) -> None:
+def test_multi_user_needs_a_namespace_and_uses_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, package: Path
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     with FakeKfpApiServer(multi_user=True) as fake:
         with pytest.raises(KfpError, match="multi-user: pass --namespace"):

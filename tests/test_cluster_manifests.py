@@ -44,7 +44,12 @@ def render(overlay: str) -> list[dict[str, Any]]:
 
 def pods_of_training_runtime(runtime: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["name"]}, "spec": job["template"]["spec"]["template"]["spec"]}
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": job["name"]},
+            "spec": job["template"]["spec"]["template"]["spec"],
+        }
         for job in runtime["spec"]["template"]["spec"]["replicatedJobs"]
     ]
 
@@ -64,7 +69,9 @@ def test_overlay_renders_and_every_object_validates(overlay: str) -> None:
         else:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         for subject in doc.get("subjects", []):
-            assert subject.get("namespace") == OVERLAYS[overlay], f"{where}: subject {subject['name']} in another namespace"
+            assert subject.get("namespace") == OVERLAYS[overlay], (
+                f"{where}: subject {subject['name']} in another namespace"
+            )
         text = yaml.safe_dump(doc)
         for line in text.splitlines():
             if line.strip().startswith("image:"):
@@ -76,7 +83,9 @@ def test_base_objects_agree_with_the_cluster_config_defaults() -> None:
     config = ClusterConfig()
     secret = by_kind[("Secret", config.object_store.secret_name)]
     assert set(secret["stringData"]) == {config.object_store.access_key_key, config.object_store.secret_key_key}
-    assert all(v.startswith("REPLACE_WITH_") for v in secret["stringData"].values()), "only placeholders may be committed"
+    assert all(v.startswith("REPLACE_WITH_") for v in secret["stringData"].values()), (
+        "only placeholders may be committed"
+    )
     launcher = by_kind[("ConfigMap", "kfp-launcher")]["data"]
     assert launcher["defaultPipelineRoot"] == config.pipeline_root
     minio = yaml.safe_load(launcher["providers"])["minio"]["default"]
@@ -87,10 +96,15 @@ def test_base_objects_agree_with_the_cluster_config_defaults() -> None:
     assert config.trainjob.runtime_kind == "TrainingRuntime"
     assert runtime["spec"]["mlPolicy"]["mpi"]["sshAuthMountPath"] == "/home/vesselseg/.ssh"
     role = by_kind[("Role", "vesselseg-trainjob-launcher")]
-    assert {"create", "get", "watch", "delete"} <= set(role["rules"][0]["verbs"]) and role["rules"][0]["resources"] == ["trainjobs"]
+    assert {"create", "get", "watch", "delete"} <= set(role["rules"][0]["verbs"]) and role["rules"][0]["resources"] == [
+        "trainjobs"
+    ]
     multi = {(d["kind"], d["metadata"]["name"]): d for d in render("overlays/multi-user")}
     assert multi[("RoleBinding", "vesselseg-trainjob-launcher")]["subjects"][0]["name"] == "default-editor"
-    assert "private-artifacts/kubeflow-user-example-com/" in multi[("ConfigMap", "kfp-launcher")]["data"]["defaultPipelineRoot"]
+    assert (
+        "private-artifacts/kubeflow-user-example-com/"
+        in multi[("ConfigMap", "kfp-launcher")]["data"]["defaultPipelineRoot"]
+    )
 
 
 def test_the_example_recurring_run_is_a_valid_schedule_command() -> None:
@@ -109,5 +123,7 @@ def test_the_example_recurring_run_is_a_valid_schedule_command() -> None:
 def test_yaml_files_pass_yamllint() -> None:
     files = sorted(MANIFESTS.rglob("*.yaml"))
     assert len(files) >= 10
-    problems = [f"{f.relative_to(ROOT)}:{p.line}: {p.desc}" for f in files for p in linter.run(f.read_text(), YAMLLINT, str(f))]
+    problems = [
+        f"{f.relative_to(ROOT)}:{p.line}: {p.desc}" for f in files for p in linter.run(f.read_text(), YAMLLINT, str(f))
+    ]
     assert not problems, "\n".join(problems)

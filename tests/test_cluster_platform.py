@@ -32,18 +32,25 @@ TRAINJOB = "registry.example/vesselseg-trainjob@sha256:" + "c" * 64
 
 def cluster(**stages: Any) -> ClusterConfig:
     return ClusterConfig.model_validate(
-        {"images": {"cpu": CPU, "gpu": GPU, "trainjob": TRAINJOB, "pull_secrets": ["regcred"]},
-         "object_store": {"secret_name": "store-keys", "endpoint": "seaweedfs.kubeflow.svc.cluster.local:8333"},
-         "stages": stages}
+        {
+            "images": {"cpu": CPU, "gpu": GPU, "trainjob": TRAINJOB, "pull_secrets": ["regcred"]},
+            "object_store": {"secret_name": "store-keys", "endpoint": "seaweedfs.kubeflow.svc.cluster.local:8333"},
+            "stages": stages,
+        }
     )
 
 
 # One stage made to look like a GPU stage so that every kind of wiring shows up on a real task.
 GPU_BASELINE = {
-    "image": "gpu", "gpus": 2, "cpu_limit": "6", "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    "image": "gpu",
+    "gpus": 2,
+    "cpu_limit": "6",
+    "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    "shm_size": "16Gi", "pvcs": [{"claim": "vesselseg-workspace", "mount_path": "/workspace"}],
-    "env": {"NCCL_DEBUG": "WARN"}, "timeout_s": 7200,
+    "shm_size": "16Gi",
+    "pvcs": [{"claim": "vesselseg-workspace", "mount_path": "/workspace"}],
+    "env": {"NCCL_DEBUG": "WARN"},
+    "timeout_s": 7200,
     "retry": {"num_retries": 4, "backoff_s": 120, "factor": 3.0, "max_duration_s": 7200},
 }
 
@@ -72,8 +79,12 @@ def test_every_task_of_the_real_pipeline_is_wired_as_configured(tmp_path: Path) 
         want = config.stage(stage)
         assert container["image"] == (GPU if want.image == "gpu" else CPU), stage
         resources = container.get("resources", {})
-        for field, key in (("cpu_request", "resourceCpuRequest"), ("cpu_limit", "resourceCpuLimit"),
-                           ("memory_request", "resourceMemoryRequest"), ("memory_limit", "resourceMemoryLimit")):
+        for field, key in (
+            ("cpu_request", "resourceCpuRequest"),
+            ("cpu_limit", "resourceCpuLimit"),
+            ("memory_request", "resourceMemoryRequest"),
+            ("memory_limit", "resourceMemoryLimit"),
+        ):
             assert resources.get(key) == getattr(want, field), (stage, field)
         accelerator = resources.get("accelerator", {})
         assert int(accelerator.get("resourceCount", 0)) == want.gpus, stage
@@ -86,20 +97,30 @@ def test_every_task_of_the_real_pipeline_is_wired_as_configured(tmp_path: Path) 
         [secret] = k8s["secretAsEnv"]
         assert secret["secretName"] == "store-keys"
         assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
-            ("accesskey", "VESSELSEG_S3_ACCESS_KEY"), ("secretkey", "VESSELSEG_S3_SECRET_KEY")}
+            ("accesskey", "VESSELSEG_S3_ACCESS_KEY"),
+            ("secretkey", "VESSELSEG_S3_SECRET_KEY"),
+        }
         assert int(k8s.get("activeDeadlineSeconds", 0)) == (want.timeout_s or 0), stage
         assert [s["secretName"] for s in k8s["imagePullSecret"]] == ["regcred"]
         assert k8s.get("nodeSelector", {}).get("labels", {}) == want.node_selector, stage
         assert [t["key"] for t in k8s.get("tolerations", [])] == [t.key for t in want.tolerations], stage
         shm = [m for m in k8s.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
-        assert [(m["medium"], m["sizeLimit"]) for m in shm] == ([("Memory", want.shm_size)] if want.shm_size else []), stage
+        assert [(m["medium"], m["sizeLimit"]) for m in shm] == ([("Memory", want.shm_size)] if want.shm_size else []), (
+            stage
+        )
         assert [m["mountPath"] for m in k8s.get("pvcMount", [])] == [p.mount_path for p in want.pvcs], stage
         retry = task.get("retryPolicy")
         if want.retry is None:
             assert retry is None, stage
         else:
-            assert retry["maxRetryCount"] == want.retry.num_retries and retry["backoffDuration"] == f"{want.retry.backoff_s}s"
-            assert retry["backoffFactor"] == want.retry.factor and retry["backoffMaxDuration"] == f"{want.retry.max_duration_s}s"
+            assert (
+                retry["maxRetryCount"] == want.retry.num_retries
+                and retry["backoffDuration"] == f"{want.retry.backoff_s}s"
+            )
+            assert (
+                retry["backoffFactor"] == want.retry.factor
+                and retry["backoffMaxDuration"] == f"{want.retry.max_duration_s}s"
+            )
         assert task.get("cachingOptions", {}).get("enableCache", False) == want.caching, stage
     assert tasks["baseline"][1]["image"] == GPU and tasks["evaluate"][1]["resources"]["resourceMemoryLimit"] == "24Gi"
     # The compiled file loads back as a pipeline with the same interface.
@@ -156,7 +177,10 @@ def test_trainjob_launched_stage_gets_a_small_cpu_pod_that_knows_the_cluster(tmp
 def test_cluster_yaml_loads_and_errors_name_file_and_field(tmp_path: Path) -> None:
     config = load_cluster_config(ROOT / "manifests" / "cluster-config.yaml")
     assert set(DEFAULT_STAGES) <= set(config.stages)
-    assert config.stage("finetune").gpus == 8 and config.stage("finetune").shm_size == DEFAULT_STAGES["finetune"]["shm_size"]
+    assert (
+        config.stage("finetune").gpus == 8
+        and config.stage("finetune").shm_size == DEFAULT_STAGES["finetune"]["shm_size"]
+    )
     assert config.stage("finetune").node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     bad = tmp_path / "cluster.yaml"
     bad.write_text(json.dumps({"stages": {"finetune": {"memory_limit": "16GB"}}}))
@@ -177,14 +201,30 @@ def test_a_new_stage_is_one_table_row(tmp_path: Path) -> None:
     assert apply_platform(Task(), "promote").caching is False  # outside a cluster target: caching only
 
 
-def test_compile_cluster_command_reads_the_cluster_yaml_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compile_cluster_command_reads_the_cluster_yaml_and_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = argparse.ArgumentParser()
     add_cluster_commands(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "cluster.yaml"
-    args = parser.parse_args([
-        "compile-cluster", "--cluster", str(ROOT / "manifests" / "cluster-config.yaml"), "--pipeline", str(ROOT / "pipeline.py"),
-        "--out", str(out), "--set", f"images.cpu={CPU}", "--set", f"images.gpu={GPU}", "--set", f"images.trainjob={TRAINJOB}",
-        "--set", "stages.evaluate.timeout_s=600",
-    ])
+    args = parser.parse_args(
+        [
+            "compile-cluster",
+            "--cluster",
+            str(ROOT / "manifests" / "cluster-config.yaml"),
+            "--pipeline",
+            str(ROOT / "pipeline.py"),
+            "--out",
+            str(out),
+            "--set",
+            f"images.cpu={CPU}",
+            "--set",
+            f"images.gpu={GPU}",
+            "--set",
+            f"images.trainjob={TRAINJOB}",
+            "--set",
+            "stages.evaluate.timeout_s=600",
+        ]
+    )
     assert args.func(args) == 0 and capsys.readouterr().out.strip() == str(out)
     assert int(executors_by_stage(out)["evaluate"][2]["activeDeadlineSeconds"]) == 600

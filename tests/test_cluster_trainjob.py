@@ -17,12 +17,21 @@ TRAINJOB_IMAGE = "registry.example/vesselseg-trainjob@sha256:" + "c" * 64
 
 
 def cluster(**finetune: Any) -> ClusterConfig:
-    return ClusterConfig.model_validate({
-        "images": {"trainjob": TRAINJOB_IMAGE, "pull_secrets": ["regcred"]},
-        "trainjob": {"num_nodes": 3, "poll_s": 0.01},
-        "stages": {"finetune": {"launcher": "trainjob", "gpus": 8, "node_selector": {"nvidia.com/gpu.product": "H100"}, **finetune},
-                   "data-prep": {"launcher": "trainjob", "gpus": 0, "timeout_s": 60}},
-    })
+    return ClusterConfig.model_validate(
+        {
+            "images": {"trainjob": TRAINJOB_IMAGE, "pull_secrets": ["regcred"]},
+            "trainjob": {"num_nodes": 3, "poll_s": 0.01},
+            "stages": {
+                "finetune": {
+                    "launcher": "trainjob",
+                    "gpus": 8,
+                    "node_selector": {"nvidia.com/gpu.product": "H100"},
+                    **finetune,
+                },
+                "data-prep": {"launcher": "trainjob", "gpus": 0, "timeout_s": 60},
+            },
+        }
+    )
 
 
 def stage_config() -> data_prep.Config:
@@ -35,7 +44,11 @@ def test_trainjob_carries_the_stage_config_resources_scheduling_and_secrets() ->
     assert body["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and body["kind"] == "TrainJob"
     assert body["metadata"]["namespace"] == "team-a"
     spec = body["spec"]
-    assert spec["runtimeRef"] == {"name": "vesselseg-deepspeed", "apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime"}
+    assert spec["runtimeRef"] == {
+        "name": "vesselseg-deepspeed",
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+    }
     trainer = spec["trainer"]
     assert trainer["image"] == TRAINJOB_IMAGE and trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 8
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
@@ -53,8 +66,12 @@ def test_trainjob_carries_the_stage_config_resources_scheduling_and_secrets() ->
     pod = jobs[0]["template"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
     assert {v["name"] for v in pod["volumes"]} == {"dshm", "pvc-0"}
-    assert pod["containers"] == [{"name": "node", "volumeMounts": [
-        {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "pvc-0", "mountPath": "/workspace"}]}]
+    assert pod["containers"] == [
+        {
+            "name": "node",
+            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "pvc-0", "mountPath": "/workspace"}],
+        }
+    ]
 
 
 def test_the_kubernetes_parts_are_valid_pod_fields() -> None:
@@ -64,10 +81,20 @@ def test_the_kubernetes_parts_are_valid_pod_fields() -> None:
     patch = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][1]
     pod_patch = patch["template"]["spec"]["template"]["spec"]
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": body["metadata"]["name"]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": body["metadata"]["name"]},
         "spec": {
-            "containers": [{"name": "node", "image": trainer["image"], "command": trainer["command"], "env": trainer["env"],
-                            "resources": trainer["resourcesPerNode"], **pod_patch["containers"][0]}],
+            "containers": [
+                {
+                    "name": "node",
+                    "image": trainer["image"],
+                    "command": trainer["command"],
+                    "env": trainer["env"],
+                    "resources": trainer["resourcesPerNode"],
+                    **pod_patch["containers"][0],
+                }
+            ],
             **{k: v for k, v in pod_patch.items() if k != "containers"},
         },
     }
@@ -92,7 +119,9 @@ class FakeCustomObjects:
         self.created: list[dict[str, Any]] = []
         self.gets = 0
 
-    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: dict) -> dict:
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict
+    ) -> dict:
         assert (group, version, plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
         self.created.append(body)
         if self.outcome == "Complete":
@@ -107,16 +136,30 @@ class FakeCustomObjects:
         self.gets += 1
         if self.gets < 2 or self.outcome == "Running":
             return {"status": {"conditions": [{"type": "Created", "status": "True"}]}}
-        return {"status": {"conditions": [{"type": self.outcome, "status": "True", "reason": "BackoffLimitExceeded",
-                                           "message": "node-0 exited 1"}]}}
+        return {
+            "status": {
+                "conditions": [
+                    {
+                        "type": self.outcome,
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": "node-0 exited 1",
+                    }
+                ]
+            }
+        }
 
 
-def test_launch_waits_and_returns_the_result_rank_0_published(store: ObjectStore, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+def test_launch_waits_and_returns_the_result_rank_0_published(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
     config = cluster()
     config.trainjob.result_prefix = f"{prefix}/trainjobs"
     config.trainjob.namespace = "team-a"
     api = FakeCustomObjects(store, monkeypatch)
-    stage = data_prep.Config.model_validate({"data": {"synthetic": {"count": 6, "size": 64, "seed": 4}}, "prefix": f"{prefix}/datasets"})
+    stage = data_prep.Config.model_validate(
+        {"data": {"synthetic": {"count": 6, "size": 64, "seed": 4}}, "prefix": f"{prefix}/datasets"}
+    )
     result = data_prep.Result.model_validate(trainjob.launch("data-prep", stage, config, api=api, store=store))
     assert result.dataset.uri.startswith(f"s3://mlpipeline/{prefix}/datasets/")
     assert api.created[0]["metadata"]["name"].startswith("vesselseg-data-prep-")
@@ -125,10 +168,16 @@ def test_launch_waits_and_returns_the_result_rank_0_published(store: ObjectStore
 def test_launch_reports_a_failed_or_stuck_trainjob(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
     config = cluster()
     config.trainjob.namespace = "team-a"
-    with pytest.raises(trainjob.TrainJobError, match=r"team-a/vesselseg-data-prep-\w+ failed: BackoffLimitExceeded: node-0 exited 1"):
-        trainjob.launch("data-prep", stage_config(), config, api=FakeCustomObjects(store, monkeypatch, "Failed"), store=store)
+    with pytest.raises(
+        trainjob.TrainJobError, match=r"team-a/vesselseg-data-prep-\w+ failed: BackoffLimitExceeded: node-0 exited 1"
+    ):
+        trainjob.launch(
+            "data-prep", stage_config(), config, api=FakeCustomObjects(store, monkeypatch, "Failed"), store=store
+        )
     with pytest.raises(trainjob.TrainJobError, match="still running after"):
-        trainjob.wait_for(FakeCustomObjects(store, monkeypatch, "Running"), "job", "team-a", timeout_s=0.05, poll_s=0.01)
+        trainjob.wait_for(
+            FakeCustomObjects(store, monkeypatch, "Running"), "job", "team-a", timeout_s=0.05, poll_s=0.01
+        )
 
 
 def test_a_trainjob_stage_pod_finds_its_cluster_config(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,8 +50,10 @@ def test_image_is_darker_on_mask_pixels_than_just_beside_them(fundus_512):
         green = f.image[..., 1].astype(float)
         inside = ndimage.binary_erosion(f.fov, iterations=6)
         near = ndimage.binary_dilation(f.mask, iterations=4) & ~ndimage.binary_dilation(f.mask, iterations=2)
-        thin = f.mask & (ndimage.distance_transform_edt(f.mask) <= 1) & ~ndimage.binary_dilation(
-            f.mask & (ndimage.distance_transform_edt(f.mask) > 1), iterations=3
+        thin = (
+            f.mask
+            & (ndimage.distance_transform_edt(f.mask) <= 1)
+            & ~ndimage.binary_dilation(f.mask & (ndimage.distance_transform_edt(f.mask) > 1), iterations=3)
         )
         assert green[f.mask & inside].mean() < 0.8 * green[near & inside].mean()
         # Even 1-2 px vessels, far from thick ones, are visibly darker than their surroundings.

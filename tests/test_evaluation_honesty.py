@@ -36,7 +36,9 @@ def _write(dataset: PreparedDataset, root: Path, name: str, make, read_files: li
             prob = make(sample_id)
             if prob is not None:
                 writer.add(sample_id, split, prob, 0.5)
-    writer.close(PredictorInfo(name=name, threshold=0.5, threshold_source="test", calibrated=True, read_files=read_files))
+    writer.close(
+        PredictorInfo(name=name, threshold=0.5, threshold_source="test", calibrated=True, read_files=read_files)
+    )
     return PredictionSet(root)
 
 
@@ -93,7 +95,9 @@ def test_resized_prediction_is_refused(dataset: PreparedDataset, tmp_path: Path)
         evaluate(dataset, [preds], EvaluateConfig(n_boot=50), tmp_path / "out")
 
 
-def test_test_image_also_in_training_is_refused(dataset: PreparedDataset, frangi: PredictionSet, tmp_path: Path) -> None:
+def test_test_image_also_in_training_is_refused(
+    dataset: PreparedDataset, frangi: PredictionSet, tmp_path: Path
+) -> None:
     # Craft the leak the data-prep guard would refuse: a test image whose pixels equal a training image's.
     index = dataset.index.copy()
     train_hash = index.loc[index["split"] == "train", "image_sha256"].iloc[0]
@@ -107,6 +111,8 @@ def test_test_image_also_in_training_is_refused(dataset: PreparedDataset, frangi
         dataset.index = PreparedDataset(dataset.root).index
 
 
-def test_threshold_chosen_on_the_scored_split_is_refused(dataset: PreparedDataset, frangi: PredictionSet, tmp_path: Path) -> None:
+def test_threshold_chosen_on_the_scored_split_is_refused(
+    dataset: PreparedDataset, frangi: PredictionSet, tmp_path: Path
+) -> None:
     with pytest.raises(HonestyError, match="threshold_on_scored_split"):
         evaluate(dataset, [frangi], EvaluateConfig(n_boot=50, threshold_split="test"), tmp_path)

@@ -44,9 +44,7 @@ def test_auc_and_ap_with_rare_classes(vessel):
     truth[0, 0], truth[0, 1], fov[0, :2] = True, False, True  # both classes present
     counts = image_counts(prob, truth, fov)
     assert auc_roc(counts) == pytest.approx(roc_auc_score(truth[fov], prob[fov]), abs=1e-9, rel=0)
-    assert average_precision(counts) == pytest.approx(
-        average_precision_score(truth[fov], prob[fov]), abs=1e-9, rel=0
-    )
+    assert average_precision(counts) == pytest.approx(average_precision_score(truth[fov], prob[fov]), abs=1e-9, rel=0)
 
 
 def test_pooled_auc_and_ap_match_sklearn_on_concatenated_pixels():

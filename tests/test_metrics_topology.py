@@ -110,8 +110,7 @@ def test_betti_of_known_shapes():
     broken[5, 15] = False  # a real gap in a straight side opens the loop
 
     diamond = np.zeros(shape, bool)
-    for (r0, c0), (r1, c1) in [((5, 20), (15, 30)), ((15, 30), (25, 20)), ((25, 20), (15, 10)),
-                               ((15, 10), (5, 20))]:
+    for (r0, c0), (r1, c1) in [((5, 20), (15, 30)), ((15, 30), (25, 20)), ((25, 20), (15, 10)), ((15, 10), (5, 20))]:
         diamond[line(r0, c0, r1, c1)] = True  # a loop of purely diagonal steps
 
     diagonal_pair = np.zeros(shape, bool)

@@ -37,8 +37,9 @@ def examples(sizes: list[tuple[int, int]], seed: int = 0) -> tuple[list[np.ndarr
 def training_batch(processor: Sa2VAProcessor, sizes: list[tuple[int, int]]):
     images, masks = examples(sizes)
     n = len(images)
-    return processor(images, [prompts.segmentation_prompt("the blood vessels")] * n,
-                     answers=[prompts.FORCED_ANSWER] * n, masks=masks)
+    return processor(
+        images, [prompts.segmentation_prompt("the blood vessels")] * n, answers=[prompts.FORCED_ANSWER] * n, masks=masks
+    )
 
 
 def test_pixel_shuffle_matches_internvl():
@@ -124,8 +125,12 @@ def test_a_sample_can_carry_several_seg_tokens(tokenizer):
     model, processor = tiny(tokenizer)
     images, masks = examples([(120, 90), (64, 80)])
     answers = ["Sure, it is [SEG].", "[SEG] and [SEG]."]
-    batch = processor(images, [prompts.segmentation_prompt("x")] * 2, answers=answers,
-                      masks=[masks[0], np.stack([masks[1], 1 - masks[1]])])
+    batch = processor(
+        images,
+        [prompts.segmentation_prompt("x")] * 2,
+        answers=answers,
+        masks=[masks[0], np.stack([masks[1], 1 - masks[1]])],
+    )
     out = model(**batch)
     assert out.seg_counts.tolist() == [1, 2] and out.mask_logits.shape[0] == 3
 

@@ -31,7 +31,11 @@ def test_official_presets_match_the_published_sizes(tokenizer, name):
     assert isinstance(model.language_model, llm_class)
     assert model.grounding_encoder.config.vision_config.backbone_config.blocks_per_stage == [2, 6, 36, 4]
     assert {k.split(".")[0] for k in model.state_dict()} == {
-        "vision_model", "mlp1", "language_model", "grounding_encoder", "text_hidden_fcs"
+        "vision_model",
+        "mlp1",
+        "language_model",
+        "grounding_encoder",
+        "text_hidden_fcs",
     }
     assert model.text_hidden_fcs[-1].out_features == 256
 

@@ -34,8 +34,15 @@ def test_tokenizer_keeps_special_tokens_whole_and_decodes_exactly(tokenizer):
 
 @pytest.mark.parametrize(
     ("width", "height", "max_tiles", "grid"),
-    [(448, 448, 12, (1, 1)), (896, 448, 12, (2, 1)), (448, 1344, 12, (1, 3)), (1000, 500, 1, (1, 1)),
-     (800, 800, 12, (2, 2)), (1600, 1600, 12, (3, 3)), (300, 300, 12, (1, 1))],
+    [
+        (448, 448, 12, (1, 1)),
+        (896, 448, 12, (2, 1)),
+        (448, 1344, 12, (1, 3)),
+        (1000, 500, 1, (1, 1)),
+        (800, 800, 12, (2, 2)),
+        (1600, 1600, 12, (3, 3)),
+        (300, 300, 12, (1, 1)),
+    ],
 )
 def test_tile_grid_picks_the_closest_aspect_ratio(width, height, max_tiles, grid):
     assert tile_grid(width, height, 448, 1, max_tiles) == grid

@@ -230,7 +230,8 @@ def sam2_image_layout(s: Sam2Shape) -> Shapes:
     shapes |= {  # ConvTranspose2d weights are (in, out, k, k)
         decoder + "output_upscaling.0.weight": (s.d, s.d // 4, 2, 2), decoder + "output_upscaling.0.bias": (s.d // 4,),
         decoder + "output_upscaling.1.weight": (s.d // 4,), decoder + "output_upscaling.1.bias": (s.d // 4,),
-        decoder + "output_upscaling.3.weight": (s.d // 4, s.d // 8, 2, 2), decoder + "output_upscaling.3.bias": (s.d // 8,),
+        decoder + "output_upscaling.3.weight": (s.d // 4, s.d // 8, 2, 2),
+        decoder + "output_upscaling.3.bias": (s.d // 8,),
         decoder + "conv_s0.weight": (s.d // 8, s.d, 1, 1), decoder + "conv_s0.bias": (s.d // 8,),
         decoder + "conv_s1.weight": (s.d // 4, s.d, 1, 1), decoder + "conv_s1.bias": (s.d // 4,),
     }  # fmt: skip
@@ -273,7 +274,8 @@ def sam2_video_layout(s: Sam2Shape) -> Shapes:
     shapes |= {encoder + "out_proj.weight": (s.memory_dim, s.d, 1, 1), encoder + "out_proj.bias": (s.memory_dim,)}
     shapes |= {
         SAM2 + "maskmem_tpos_enc": (7, 1, 1, s.memory_dim), SAM2 + "no_mem_pos_enc": (1, 1, s.d),
-        SAM2 + "no_obj_ptr": (1, s.d), SAM2 + "mask_downsample.weight": (1, 1, 4, 4), SAM2 + "mask_downsample.bias": (1,),
+        SAM2 + "no_obj_ptr": (1, s.d), SAM2 + "mask_downsample.weight": (1, 1, 4, 4),
+        SAM2 + "mask_downsample.bias": (1,),
     }  # fmt: skip
     return shapes | _mlp(SAM2 + "obj_ptr_proj", [s.d, s.d, s.d, s.d])
 
@@ -429,7 +431,8 @@ def tiny_official_config(family: str, vocab_size: int) -> dict:
     if family == "qwen2":
         llm |= {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "rms_norm_eps": 1e-6,
                 "rope_scaling": {"type": "dynamic", "rope_type": "dynamic", "factor": 2.0},
-                "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 2, "bos_token_id": None}  # fmt: skip
+                "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 2,
+                "bos_token_id": None}  # fmt: skip
         template, dtype = "qwen_chat", "float32"
     else:
         vision |= {"qkv_bias": False, "qk_normalization": True, "norm_type": "rms_norm", "initializer_factor": 0.1}
@@ -439,7 +442,9 @@ def tiny_official_config(family: str, vocab_size: int) -> dict:
         template, dtype = "internlm2_chat", "bfloat16"
     return {
         "architectures": ["Sa2VAChatModel"], "model_type": "sa2va_chat",
-        "auto_map": {"AutoConfig": "configuration_sa2va_chat.Sa2VAChatConfig", "AutoModel": "modeling_sa2va_chat.Sa2VAChatModel"},
+        "auto_map": {
+            "AutoConfig": "configuration_sa2va_chat.Sa2VAChatConfig", "AutoModel": "modeling_sa2va_chat.Sa2VAChatModel",
+        },
         "vision_config": vision, "llm_config": llm, "template": template, "downsample_ratio": 0.5,
         "force_image_size": TILE, "select_layer": -1, "ps_version": "v2", "dynamic_image_size": True,
         "use_thumbnail": True, "min_dynamic_patch": 1, "max_dynamic_patch": 4, "use_backbone_lora": 0,

@@ -131,14 +131,26 @@ def load_page(url: str) -> PageLoad:
             session = tools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             for domain in ("Runtime", "Log", "Network", "Page"):
                 tools.call(f"{domain}.enable", session)
-            tools.call("Emulation.setDeviceMetricsOverride", session, width=SCREEN_WIDTH, height=900,
-                       deviceScaleFactor=1, mobile=False)
+            tools.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=SCREEN_WIDTH,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             tools.call("Page.navigate", session, url=url)
             tools.wait_for("Page.loadEventFired")
             height = int(tools.call("Page.getLayoutMetrics", session)["cssContentSize"]["height"])
             # A viewport as tall as the page, so that everything is laid out, decoded and in the picture.
-            tools.call("Emulation.setDeviceMetricsOverride", session, width=SCREEN_WIDTH,
-                       height=min(height, MAX_SCREENSHOT_HEIGHT), deviceScaleFactor=1, mobile=False)
+            tools.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=SCREEN_WIDTH,
+                height=min(height, MAX_SCREENSHOT_HEIGHT),
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             broken = tools.call("Runtime.evaluate", session, expression=IMAGES_NOT_LOADED, returnByValue=True)
             shot = tools.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True, timeout=60)
             load = PageLoad(screenshot=base64.b64decode(shot["data"]), height=height)

@@ -87,8 +87,15 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
 
 
 def build(run: PipelineRun, out: Path, **config: object):
-    return build_report(run.dataset, run.predictions, run.evaluation, out, provenance=run.provenance,
-                        train_log=run.train_log, config=ReportConfig(**config))
+    return build_report(
+        run.dataset,
+        run.predictions,
+        run.evaluation,
+        out,
+        provenance=run.provenance,
+        train_log=run.train_log,
+        config=ReportConfig(**config),
+    )
 
 
 class References(HTMLParser):
@@ -189,7 +196,7 @@ def test_best_median_worst_follow_the_primary_predictors_dice(pipeline_run: Pipe
     for sample_id in ordered:
         assert f"thumbs/{sample_id}.png" in result.files
     html = result.html.read_text()
-    gallery = html[html.index('<section id="gallery">'):]
+    gallery = html[html.index('<section id="gallery">') :]
     positions = [gallery.index(f"thumbs/{sample_id}.png") for sample_id in ordered]
     assert positions == sorted(positions)
 
@@ -219,8 +226,14 @@ def test_markdown_summary_has_the_table_baselines_cis_and_honesty(pipeline_run: 
 
 
 def test_training_section_only_with_a_training_log(pipeline_run: PipelineRun, tmp_path: Path) -> None:
-    result = build_report(pipeline_run.dataset, pipeline_run.predictions, pipeline_run.evaluation, tmp_path / "report",
-                          provenance={}, config=ReportConfig(embed_images=False))
+    result = build_report(
+        pipeline_run.dataset,
+        pipeline_run.predictions,
+        pipeline_run.evaluation,
+        tmp_path / "report",
+        provenance={},
+        config=ReportConfig(embed_images=False),
+    )
     sections = references(result.html.read_text()).sections
     assert sections == [key for key in SECTIONS if key != "training"]
     assert "plots/training.png" not in result.files
@@ -234,8 +247,9 @@ def test_report_refuses_predictions_other_than_the_evaluated_ones(pipeline_run: 
     prob = np.asarray(Image.open(altered / "probs" / f"{sample_id}.png"))
     Image.fromarray(255 - prob).save(altered / "probs" / f"{sample_id}.png")
     with pytest.raises(DataError, match=f"{sample_id}.*not the one that was evaluated"):
-        build_report(pipeline_run.dataset, [PredictionSet(altered)], pipeline_run.evaluation, tmp_path / "report",
-                     provenance={})
+        build_report(
+            pipeline_run.dataset, [PredictionSet(altered)], pipeline_run.evaluation, tmp_path / "report", provenance={}
+        )
 
 
 def test_report_refuses_a_folder_that_is_not_empty(pipeline_run: PipelineRun, tmp_path: Path) -> None:

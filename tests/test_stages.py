@@ -42,7 +42,10 @@ def test_baseline_never_reads_test_truth(published, store: ObjectStore) -> None:
     assert manifest.inputs["dataset"] == prep.dataset
     read = manifest.summary["read_files"]
     assert any(p.startswith("masks/") for p in read), "the validation masks choose the threshold"
-    test_ids = {json.loads(json.dumps(a))["image"].split("/")[-1].removesuffix(".png") for a in _annotations(store, prep, "test")}
+    test_ids = {
+        json.loads(json.dumps(a))["image"].split("/")[-1].removesuffix(".png")
+        for a in _annotations(store, prep, "test")
+    }
     assert test_ids and not any(p == f"masks/{i}.png" for i in test_ids for p in read)
     assert 0 < frangi.info.threshold < 1
 
@@ -54,7 +57,8 @@ def _annotations(store: ObjectStore, prep: data_prep.Result, split: str) -> list
 def test_evaluate_scores_frangi_above_all_background(published, store: ObjectStore) -> None:
     prep, frangi = published
     result = evaluate.run(
-        evaluate.Config(dataset=prep.dataset, predictions=[frangi.predictions], prefix="tests/stages/evaluations"), store
+        evaluate.Config(dataset=prep.dataset, predictions=[frangi.predictions], prefix="tests/stages/evaluations"),
+        store,
     )
     metrics = result.summary.metrics
     assert set(metrics) == {"frangi", "all_background", "all_foreground"}
@@ -65,7 +69,9 @@ def test_evaluate_scores_frangi_above_all_background(published, store: ObjectSto
     assert set(manifest.inputs) == {"dataset", "predictions:frangi"}
 
 
-def _forged_predictions(store: ObjectStore, prep: data_prep.Result, tmp_path: Path, read_files: list[str], name: str) -> InputRef:
+def _forged_predictions(
+    store: ObjectStore, prep: data_prep.Result, tmp_path: Path, read_files: list[str], name: str
+) -> InputRef:
     """A prediction set that copies the ground truth: what the replaced project effectively scored."""
     from vesselseg.data import PreparedDataset
     from vesselseg.predictions import PredictionWriter, PredictorInfo
@@ -77,8 +83,12 @@ def _forged_predictions(store: ObjectStore, prep: data_prep.Result, tmp_path: Pa
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
             writer.add(sample_id, split, np.where(dataset.mask(sample_id), 255, 0).astype(np.uint8), 0.5)
-    writer.close(PredictorInfo(name=name, threshold=0.5, threshold_source="forged", calibrated=True, read_files=read_files))
-    ref, _ = publish_dir(store, tmp_path / name, f"tests/stages/forged/{name}", kind="predictions", stage="test", config={})
+    writer.close(
+        PredictorInfo(name=name, threshold=0.5, threshold_source="forged", calibrated=True, read_files=read_files)
+    )
+    ref, _ = publish_dir(
+        store, tmp_path / name, f"tests/stages/forged/{name}", kind="predictions", stage="test", config={}
+    )
     return ref
 
 
@@ -86,7 +96,9 @@ def test_evaluate_refuses_ground_truth_as_prediction(published, store: ObjectSto
     prep, _ = published
     forged = _forged_predictions(store, prep, tmp_path, ["images/x.png"], "copycat")
     with pytest.raises(HonestyError, match="prediction_identical_to_truth"):
-        evaluate.run(evaluate.Config(dataset=prep.dataset, predictions=[forged], prefix="tests/stages/evaluations"), store)
+        evaluate.run(
+            evaluate.Config(dataset=prep.dataset, predictions=[forged], prefix="tests/stages/evaluations"), store
+        )
     allowed = evaluate.run(
         evaluate.Config(
             dataset=prep.dataset,
@@ -97,7 +109,9 @@ def test_evaluate_refuses_ground_truth_as_prediction(published, store: ObjectSto
         store,
     )
     assert allowed.summary.metrics["copycat"]["dice"] == pytest.approx(1.0)
-    assert any(c.name == "prediction_identical_to_truth" and not c.passed and c.allowed for c in allowed.summary.honesty)
+    assert any(
+        c.name == "prediction_identical_to_truth" and not c.passed and c.allowed for c in allowed.summary.honesty
+    )
 
 
 def test_data_prep_bad_source_publishes_nothing(store: ObjectStore, tmp_path: Path) -> None:
@@ -107,7 +121,9 @@ def test_data_prep_bad_source_publishes_nothing(store: ObjectStore, tmp_path: Pa
     before = store.list("tests/stages/bad/")
     with pytest.raises(DataError, match="a"):
         data_prep.run(
-            data_prep.Config.model_validate({"data": {"source": str(tmp_path), "layout": "generic"}, "prefix": "tests/stages/bad"}),
+            data_prep.Config.model_validate(
+                {"data": {"source": str(tmp_path), "layout": "generic"}, "prefix": "tests/stages/bad"}
+            ),
             store,
         )
     assert store.list("tests/stages/bad/") == before

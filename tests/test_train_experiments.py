@@ -42,7 +42,8 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 def test_loss_experiment_scores_a_variant_beside_frangi(store_settings, tmp_path: Path) -> None:
     rows, table = tmp_path / "rows.jsonl", tmp_path / "table.md"
     done = _run([str(ROOT / "benchmarks" / "loss_experiment.py"), "--variant", "full_res", "--seeds", "0",
-                 "--steps", "2", "--base", json.dumps(TWO_STEPS), "--prefix", f"tests/experiments/{uuid.uuid4().hex[:8]}",
+                 "--steps", "2", "--base", json.dumps(TWO_STEPS),
+                 "--prefix", f"tests/experiments/{uuid.uuid4().hex[:8]}",
                  "--json", str(rows), "--out", str(table)])  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     [row] = [json.loads(line) for line in rows.read_text().splitlines()]
@@ -54,7 +55,8 @@ def test_loss_experiment_scores_a_variant_beside_frangi(store_settings, tmp_path
 
 @pytest.mark.slow
 def test_settings_search_reports_the_validation_curve(store_settings) -> None:
-    done = _run([str(ROOT / "benchmarks" / "finetune_search.py"), "--base", json.dumps(TWO_STEPS | {"base_model": "preset:tiny"}),
+    done = _run([str(ROOT / "benchmarks" / "finetune_search.py"),
+                 "--base", json.dumps(TWO_STEPS | {"base_model": "preset:tiny"}),
                  "--setting", "a={}", "--prefix", f"tests/search/{uuid.uuid4().hex[:8]}"])  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))

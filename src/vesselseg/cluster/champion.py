@@ -61,7 +61,9 @@ class PromoteConfig(BaseModel):
     predictor: str = Field(description="which predictor of the evaluation summary is the candidate")
     key: str = "models/champion.json"
     history_prefix: str = "models/history"
-    allow_new_dataset: bool = Field(False, description="a candidate on another dataset/split starts a new champion line")
+    allow_new_dataset: bool = Field(
+        False, description="a candidate on another dataset/split starts a new champion line"
+    )
     dry_run: bool = Field(False, description="decide and report, write nothing")
 
 
@@ -88,11 +90,19 @@ def candidate_record(
     dice = summary.metrics[predictor].get("dice")
     ci = summary.dice_ci.get(predictor) or []
     if dice is None or len(ci) != 2 or None in ci:
-        raise ChampionError(f"evaluation summary lacks the macro Dice or its CI for {predictor!r}: dice={dice}, ci={ci}")
+        raise ChampionError(
+            f"evaluation summary lacks the macro Dice or its CI for {predictor!r}: dice={dice}, ci={ci}"
+        )
     return ChampionRecord(
-        model=model, predictor=predictor, dataset_fingerprint=fingerprint, split=summary.split,
-        n_images=summary.n_images, dice=float(dice), dice_ci=(float(ci[0]), float(ci[1])),  # type: ignore[arg-type]
-        summary_sha256=summary_sha256, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        model=model,
+        predictor=predictor,
+        dataset_fingerprint=fingerprint,
+        split=summary.split,
+        n_images=summary.n_images,
+        dice=float(dice),
+        dice_ci=(float(ci[0]), float(ci[1])),  # type: ignore[arg-type]
+        summary_sha256=summary_sha256,
+        promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         code_version=code_version(),
     )
 
@@ -114,7 +124,8 @@ def decide(
     )
     if not same:
         what = (
-            f"champion on dataset {champion.dataset_fingerprint[:16]} split {champion.split!r} ({champion.n_images} images), "
+            f"champion on dataset {champion.dataset_fingerprint[:16]} split {champion.split!r} "
+            f"({champion.n_images} images), "
             f"candidate on {candidate.dataset_fingerprint[:16]} split {candidate.split!r} ({candidate.n_images} images)"
         )
         if allow_new_dataset:
@@ -144,7 +155,9 @@ def promote(
     config: PromoteConfig,
 ) -> Decision:
     summary = EvaluationSummary.model_validate_json(summary_json)
-    candidate = candidate_record(summary, hashlib.sha256(summary_json).hexdigest(), config.predictor, fingerprint, model)
+    candidate = candidate_record(
+        summary, hashlib.sha256(summary_json).hexdigest(), config.predictor, fingerprint, model
+    )
     champion = read_champion(store, config.key)
     promoted, reason = decide(candidate, champion, summary, config.allow_new_dataset)
     if promoted and not config.dry_run:
@@ -154,7 +167,9 @@ def promote(
         body = candidate.model_dump_json(indent=2).encode()
         # Microseconds keep the history listing in promotion order.
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        store.put_bytes(f"{config.history_prefix.strip('/')}/{stamp}-{candidate.summary_sha256[:12]}.json", body, "application/json")
+        store.put_bytes(
+            f"{config.history_prefix.strip('/')}/{stamp}-{candidate.summary_sha256[:12]}.json", body, "application/json"
+        )
         store.put_bytes(config.key, body, "application/json")
     log.info("promote: %s", reason)
     return Decision(
@@ -187,7 +202,9 @@ def run_promote(
     result = promote(store, Path(summary.path).read_bytes(), fingerprint, read_ref(model), config)
     Path(decision.path).parent.mkdir(parents=True, exist_ok=True)
     Path(decision.path).write_text(result.model_dump_json(indent=2))
-    decision.metadata.update({"promoted": result.promoted, "reason": result.reason, "champion_uri": result.champion_uri})
+    decision.metadata.update(
+        {"promoted": result.promoted, "reason": result.reason, "champion_uri": result.champion_uri}
+    )
     metrics.log_metric("promote.promoted", int(result.promoted))
     metrics.log_metric("promote.candidate_dice", round(result.candidate_dice, 6))
     if result.champion_dice_ci_high is not None:

@@ -158,7 +158,11 @@ def probe(target: KfpTarget) -> dict[str, Any]:
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
-            hint = "no token was sent: set KFP_TOKEN or KF_PIPELINES_SA_TOKEN_PATH" if token is None else "the token was refused"
+            hint = (
+                "no token was sent: set KFP_TOKEN or KF_PIPELINES_SA_TOKEN_PATH"
+                if token is None
+                else "the token was refused"
+            )
             raise KfpAuthError(f"KFP API at {target.host} answered HTTP {err.code} to {HEALTHZ}: {hint}") from err
         raise KfpError(f"KFP API at {target.host} answered HTTP {err.code} to {HEALTHZ}: {err.reason}") from err
     except (urllib.error.URLError, OSError) as err:
@@ -190,7 +194,9 @@ class KfpSession:
         elif target.token_path is not None:
             kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(str(target.token_path))
         if self.multi_user and not target.namespace:
-            raise KfpError(f"KFP at {target.host} is multi-user: pass --namespace (or KFP_NAMESPACE) = your profile namespace")
+            raise KfpError(
+                f"KFP at {target.host} is multi-user: pass --namespace (or KFP_NAMESPACE) = your profile namespace"
+            )
         self.client = self._call("connect", lambda: kfp.Client(**kwargs))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -220,24 +226,38 @@ class KfpSession:
         if pipeline_id is None:
             created = self._call(
                 "upload pipeline",
-                lambda: self.client.upload_pipeline(str(package), pipeline_name=name, description=description or None,
-                                                    namespace=self.namespace),
+                lambda: self.client.upload_pipeline(
+                    str(package), pipeline_name=name, description=description or None, namespace=self.namespace
+                ),
             )
             latest = self.latest_version(created.pipeline_id)
-            return UploadResult(pipeline_id=created.pipeline_id, pipeline_name=name, version_id=latest[0],
-                                version_name=latest[1], created_pipeline=True)
+            return UploadResult(
+                pipeline_id=created.pipeline_id,
+                pipeline_name=name,
+                version_id=latest[0],
+                version_name=latest[1],
+                created_pipeline=True,
+            )
         made = self._call(
             "upload pipeline version",
-            lambda: self.client.upload_pipeline_version(str(package), version, pipeline_id=pipeline_id,
-                                                        description=description or None),
+            lambda: self.client.upload_pipeline_version(
+                str(package), version, pipeline_id=pipeline_id, description=description or None
+            ),
         )
-        return UploadResult(pipeline_id=pipeline_id, pipeline_name=name, version_id=made.pipeline_version_id,
-                            version_name=made.display_name, created_pipeline=False)
+        return UploadResult(
+            pipeline_id=pipeline_id,
+            pipeline_name=name,
+            version_id=made.pipeline_version_id,
+            version_name=made.display_name,
+            created_pipeline=False,
+        )
 
     def pipeline_id(self, name: str) -> str:
         found = self._call("look up pipeline", lambda: self.client.get_pipeline_id(name))
         if found is None:
-            raise KfpError(f"KFP at {self.target.host} has no pipeline named {name!r}: run `make pipeline-upload` first")
+            raise KfpError(
+                f"KFP at {self.target.host} has no pipeline named {name!r}: run `make pipeline-upload` first"
+            )
         return found
 
     def latest_version(self, pipeline_id: str) -> tuple[str, str]:
@@ -253,8 +273,9 @@ class KfpSession:
 
     # runs ------------------------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
-        found = self._call("get or create experiment",
-                           lambda: self.client.create_experiment(name, namespace=self.namespace))
+        found = self._call(
+            "get or create experiment", lambda: self.client.create_experiment(name, namespace=self.namespace)
+        )
         return found.experiment_id
 
     def submit(
@@ -273,15 +294,30 @@ class KfpSession:
             raise KfpError("submit needs exactly one of a pipeline name (uploaded) or a compiled package")
         experiment_id = self.experiment_id(experiment)
         if package is not None:
-            run = self._call("create run", lambda: self.client.run_pipeline(
-                experiment_id, run_name, pipeline_package_path=str(package), params=params,
-                service_account=service_account))
+            run = self._call(
+                "create run",
+                lambda: self.client.run_pipeline(
+                    experiment_id,
+                    run_name,
+                    pipeline_package_path=str(package),
+                    params=params,
+                    service_account=service_account,
+                ),
+            )
         else:
             pipeline_id = self.pipeline_id(pipeline_name)  # type: ignore[arg-type]
             version_id = version_id or self.latest_version(pipeline_id)[0]
-            run = self._call("create run", lambda: self.client.run_pipeline(
-                experiment_id, run_name, pipeline_id=pipeline_id, version_id=version_id, params=params,
-                service_account=service_account))
+            run = self._call(
+                "create run",
+                lambda: self.client.run_pipeline(
+                    experiment_id,
+                    run_name,
+                    pipeline_id=pipeline_id,
+                    version_id=version_id,
+                    params=params,
+                    service_account=service_account,
+                ),
+            )
         log.info("run %s submitted to %s", run.run_id, self.target.host)
         return run.run_id
 
@@ -313,9 +349,16 @@ class KfpSession:
         experiment_id = self.experiment_id(experiment)
         pipeline_id = self.pipeline_id(pipeline_name)
         version_id = version_id or self.latest_version(pipeline_id)[0]
-        same_name = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": schedule.name}]})
-        existing = self._call("list recurring runs", lambda: self.client.list_recurring_runs(
-            experiment_id=experiment_id, filter=same_name)).recurring_runs or []
+        same_name = json.dumps(
+            {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": schedule.name}]}
+        )
+        existing = (
+            self._call(
+                "list recurring runs",
+                lambda: self.client.list_recurring_runs(experiment_id=experiment_id, filter=same_name),
+            ).recurring_runs
+            or []
+        )
         if existing and not replace:
             raise KfpError(
                 f"KFP at {self.target.host}: experiment {experiment!r} already has a recurring run named "
@@ -323,10 +366,21 @@ class KfpSession:
             )
         for old in existing:
             self._call("delete recurring run", lambda: self.client.delete_recurring_run(old.recurring_run_id))
-        made = self._call("create recurring run", lambda: self.client.create_recurring_run(
-            experiment_id, schedule.name, cron_expression=schedule.cron, max_concurrency=schedule.max_concurrency,
-            no_catchup=schedule.no_catchup, params=params, pipeline_id=pipeline_id, version_id=version_id,
-            enabled=schedule.enabled, service_account=service_account))
+        made = self._call(
+            "create recurring run",
+            lambda: self.client.create_recurring_run(
+                experiment_id,
+                schedule.name,
+                cron_expression=schedule.cron,
+                max_concurrency=schedule.max_concurrency,
+                no_catchup=schedule.no_catchup,
+                params=params,
+                pipeline_id=pipeline_id,
+                version_id=version_id,
+                enabled=schedule.enabled,
+                service_account=service_account,
+            ),
+        )
         log.info("recurring run %s (%s) created on %s", made.recurring_run_id, schedule.cron, self.target.host)
         return made.recurring_run_id
 
@@ -343,7 +397,7 @@ def find_run_output(store: Any, pipeline_root: str, pipeline_name: str, run_id: 
         raise KfpError(f"pipeline root {pipeline_root} is in bucket {bucket!r}, the store reads {store.bucket!r}")
     base = f"{prefix.strip('/')}/{pipeline_name}/{run_id}/".lstrip("/")
     for key in store.list(base):
-        parts = key[len(base):].split("/")
+        parts = key[len(base) :].split("/")
         if parts[0] == task and parts[-1] == output:
             return key
     raise KfpError(f"no output {output!r} of task {task!r} under {store.uri(base)}")

@@ -39,7 +39,9 @@ def _compile_cluster(args: argparse.Namespace) -> int:
 def _upload(args: argparse.Namespace) -> int:
     from vesselseg.storage.artifact import code_version
 
-    result = _session(args).upload(args.package, args.name, args.version or version_name(code_version()), args.description)
+    result = _session(args).upload(
+        args.package, args.name, args.version or version_name(code_version()), args.description
+    )
     print(result.model_dump_json(indent=2))
     return 0
 
@@ -48,8 +50,12 @@ def _submit(args: argparse.Namespace) -> int:
     session = _session(args)
     run_name = args.run_name or f"{args.name} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
     run_id = session.submit(
-        args.experiment, run_name, _params(args.set),
-        pipeline_name=None if args.package else args.name, version_id=args.version_id, package=args.package,
+        args.experiment,
+        run_name,
+        _params(args.set),
+        pipeline_name=None if args.package else args.name,
+        version_id=args.version_id,
+        package=args.package,
         service_account=args.service_account,
     )
     record: dict[str, Any] = {"run_id": run_id, "host": session.target.host}
@@ -68,7 +74,12 @@ def _schedule(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise KfpError(f"--cron: {err}") from err
     recurring_id = _session(args).schedule(
-        schedule, args.experiment, args.name, _params(args.set), version_id=args.version_id, replace=args.replace,
+        schedule,
+        args.experiment,
+        args.name,
+        _params(args.set),
+        version_id=args.version_id,
+        replace=args.replace,
         service_account=args.service_account,
     )
     print(json.dumps({"recurring_run_id": recurring_id, **schedule.model_dump()}, indent=2))
@@ -112,7 +123,9 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
 
     sched = sub.add_parser("schedule", help="create a recurring run (6-field cron, one at a time, no catch-up)")
     _host_options(sched)
-    sched.add_argument("--cron", required=True, help="second minute hour day-of-month month day-of-week, e.g. '0 0 3 * * 1'")
+    sched.add_argument(
+        "--cron", required=True, help="second minute hour day-of-month month day-of-week, e.g. '0 0 3 * * 1'"
+    )
     sched.add_argument("--schedule-name", default="vesselseg-retrain", help="recurring run name")
     sched.add_argument("--name", default=DEFAULT_PIPELINE, help="uploaded pipeline to schedule")
     sched.add_argument("--version-id", help="pipeline version (default: the newest)")

@@ -117,33 +117,56 @@ DEFAULT_STAGES: dict[str, dict[str, Any]] = {
     "data-prep": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
     "baseline": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
     "finetune": {
-        "image": "gpu", "cpu_request": "16", "memory_request": "128Gi", "memory_limit": "200Gi", "gpus": 8,
-        "tolerations": [_GPU_TOLERATION], "shm_size": "64Gi", "timeout_s": 3 * 86400,
+        "image": "gpu",
+        "cpu_request": "16",
+        "memory_request": "128Gi",
+        "memory_limit": "200Gi",
+        "gpus": 8,
+        "tolerations": [_GPU_TOLERATION],
+        "shm_size": "64Gi",
+        "timeout_s": 3 * 86400,
         "pvcs": [{"claim": "vesselseg-workspace", "mount_path": "/workspace"}],
         "env": {"VESSELSEG_HOME": "/workspace/vesselseg"},
         "retry": {"num_retries": 2, "backoff_s": 300, "factor": 2.0, "max_duration_s": 12 * 3600},
     },
     "convert": {
-        "cpu_request": "8", "memory_request": "96Gi", "memory_limit": "160Gi", "timeout_s": 6 * 3600,
+        "cpu_request": "8",
+        "memory_request": "96Gi",
+        "memory_limit": "160Gi",
+        "timeout_s": 6 * 3600,
         "pvcs": [{"claim": "vesselseg-workspace", "mount_path": "/workspace"}],
         "env": {"VESSELSEG_HOME": "/workspace/vesselseg"},
     },
     "infer": {
-        "image": "gpu", "cpu_request": "8", "memory_request": "64Gi", "memory_limit": "96Gi", "gpus": 4,
-        "tolerations": [_GPU_TOLERATION], "shm_size": "32Gi", "timeout_s": 12 * 3600,
+        "image": "gpu",
+        "cpu_request": "8",
+        "memory_request": "64Gi",
+        "memory_limit": "96Gi",
+        "gpus": 4,
+        "tolerations": [_GPU_TOLERATION],
+        "shm_size": "32Gi",
+        "timeout_s": 12 * 3600,
     },
     "evaluate": {"cpu_request": "4", "memory_request": "8Gi", "memory_limit": "16Gi", "timeout_s": 3 * 3600},
     "visualize": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
     # The gate reads the mutable champion record: never served from cache, never retried blindly.
-    "promote": {"cpu_request": "500m", "memory_request": "1Gi", "memory_limit": "2Gi", "timeout_s": 900,
-                "caching": False, "retry": None},
+    "promote": {
+        "cpu_request": "500m",
+        "memory_request": "1Gi",
+        "memory_limit": "2Gi",
+        "timeout_s": 900,
+        "caching": False,
+        "retry": None,
+    },
 }
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -155,8 +178,12 @@ class Images(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu: str = Field(default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_CPU", "ghcr.io/vesselseg/vesselseg-cpu:0.1.0"))
-    gpu: str = Field(default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_GPU", "ghcr.io/vesselseg/vesselseg-cuda:0.1.0"))
+    cpu: str = Field(
+        default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_CPU", "ghcr.io/vesselseg/vesselseg-cpu:0.1.0")
+    )
+    gpu: str = Field(
+        default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_GPU", "ghcr.io/vesselseg/vesselseg-cuda:0.1.0")
+    )
     trainjob: str = Field(
         default_factory=lambda: os.environ.get("VESSELSEG_IMAGE_TRAINJOB", "ghcr.io/vesselseg/vesselseg-trainjob:0.1.0")
     )
@@ -297,16 +324,24 @@ def apply_platform(task: T, stage: str) -> T:
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for tol in spec.tolerations:
             kubernetes.add_toleration(
-                task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect,
+                task,
+                key=tol.key,
+                operator=tol.operator,
+                value=tol.value,
+                effect=tol.effect,
                 toleration_seconds=tol.toleration_seconds,
             )
         if spec.shm_size:
-            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=spec.shm_size)
+            kubernetes.empty_dir_mount(
+                task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=spec.shm_size
+            )
         for pvc in spec.pvcs:
             kubernetes.mount_pvc(task, pvc_name=pvc.claim, mount_path=pvc.mount_path)
     for name, value in {**config.object_store.env(), **spec.env}.items():
         task.set_env_variable(name, value)  # type: ignore[attr-defined]
-    kubernetes.use_secret_as_env(task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env())
+    kubernetes.use_secret_as_env(
+        task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env()
+    )
     if config.images.pull_secrets:
         kubernetes.set_image_pull_secrets(task, config.images.pull_secrets)
     kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", PART_OF)
@@ -315,8 +350,10 @@ def apply_platform(task: T, stage: str) -> T:
         kubernetes.set_timeout(task, spec.timeout_s)
     if spec.retry is not None:
         task.set_retry(  # type: ignore[attr-defined]
-            num_retries=spec.retry.num_retries, backoff_duration=f"{spec.retry.backoff_s}s",
-            backoff_factor=spec.retry.factor, backoff_max_duration=f"{spec.retry.max_duration_s}s",
+            num_retries=spec.retry.num_retries,
+            backoff_duration=f"{spec.retry.backoff_s}s",
+            backoff_factor=spec.retry.factor,
+            backoff_max_duration=f"{spec.retry.max_duration_s}s",
         )
     return task
 
@@ -381,7 +418,8 @@ def check_compiled(path: Path, config: ClusterConfig) -> None:
         secrets = {s.get("secretName") for s in k8s.get(name, {}).get("secretAsEnv", [])}
         if config.object_store.secret_name not in secrets:
             problems.append(
-                f"{path}: executor {name} has no cluster wiring (no Secret {config.object_store.secret_name!r} as env): "
+                f"{path}: executor {name} has no cluster wiring "
+                f"(no Secret {config.object_store.secret_name!r} as env): "
                 "call apply_platform(task, '<stage>') on its task in pipeline.py"
             )
     if problems:

@@ -76,8 +76,19 @@ def build_trainjob(
     forwarded = [arg for item in env for arg in ("-x", item["name"])]
     # OpenMPI passes only the variables named with -x on to the ranks of the other nodes.
     command = [
-        "mpirun", "--np", str(settings.num_nodes * procs), "--bind-to", "none", "--map-by", "slot", *forwarded,
-        "python3", "-m", "vesselseg.cluster.trainjob", "run", stage,
+        "mpirun",
+        "--np",
+        str(settings.num_nodes * procs),
+        "--bind-to",
+        "none",
+        "--map-by",
+        "slot",
+        *forwarded,
+        "python3",
+        "-m",
+        "vesselseg.cluster.trainjob",
+        "run",
+        stage,
     ]
     requests = {k: v for k, v in {"cpu": spec.cpu_request, "memory": spec.memory_request}.items() if v}
     limits = {k: v for k, v in {"cpu": spec.cpu_limit, "memory": spec.memory_limit}.items() if v}
@@ -96,8 +107,17 @@ def build_trainjob(
         pod_patch["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         pod_patch["tolerations"] = [
-            {k: v for k, v in {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect,
-                               "tolerationSeconds": t.toleration_seconds}.items() if v is not None}
+            {
+                k: v
+                for k, v in {
+                    "key": t.key,
+                    "operator": t.operator,
+                    "value": t.value,
+                    "effect": t.effect,
+                    "tolerationSeconds": t.toleration_seconds,
+                }.items()
+                if v is not None
+            }
             for t in spec.tolerations
         ]
     if volumes:
@@ -125,13 +145,26 @@ def build_trainjob(
     if spec.timeout_s:
         body["spec"]["activeDeadlineSeconds"] = spec.timeout_s
     if pod_patch:
-        body["spec"]["runtimePatches"] = [{
-            "manager": PATCH_MANAGER,
-            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-                {"name": job, "template": {"spec": {"template": {"metadata": {"labels": labels}, "spec": pod_patch}}}}
-                for job in REPLICATED_JOBS
-            ]}}},
-        }]
+        body["spec"]["runtimePatches"] = [
+            {
+                "manager": PATCH_MANAGER,
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [
+                                {
+                                    "name": job,
+                                    "template": {
+                                        "spec": {"template": {"metadata": {"labels": labels}, "spec": pod_patch}}
+                                    },
+                                }
+                                for job in REPLICATED_JOBS
+                            ]
+                        }
+                    }
+                },
+            }
+        ]
     return body
 
 
@@ -167,8 +200,13 @@ def wait_for(api: Any, name: str, namespace: str, timeout_s: float, poll_s: floa
         time.sleep(poll_s)
 
 
-def launch(stage: str, stage_config: BaseModel | dict[str, Any], cluster: ClusterConfig, api: Any = None,
-           store: ObjectStore | None = None) -> dict[str, Any]:
+def launch(
+    stage: str,
+    stage_config: BaseModel | dict[str, Any],
+    cluster: ClusterConfig,
+    api: Any = None,
+    store: ObjectStore | None = None,
+) -> dict[str, Any]:
     """Create the TrainJob, wait, and return the stage result JSON that rank 0 left in the object store."""
     if api is None:
         from kubernetes import client, config
@@ -179,7 +217,13 @@ def launch(stage: str, stage_config: BaseModel | dict[str, Any], cluster: Cluste
     name = job_name(stage)
     body = build_trainjob(stage, stage_config, cluster, name, namespace)
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    log.info("TrainJob %s/%s created (%d nodes, runtime %s)", namespace, name, cluster.trainjob.num_nodes, cluster.trainjob.runtime)
+    log.info(
+        "TrainJob %s/%s created (%d nodes, runtime %s)",
+        namespace,
+        name,
+        cluster.trainjob.num_nodes,
+        cluster.trainjob.runtime,
+    )
     timeout = float(cluster.stage(stage).timeout_s or 7 * 86400)
     wait_for(api, name, namespace, timeout, cluster.trainjob.poll_s)
     store = store or ObjectStore()
@@ -214,7 +258,9 @@ def run_rank(stage: str, store: ObjectStore | None = None) -> None:
     module = stage_module(stage)
     raw = os.environ.get(STAGE_CONFIG_ENV)
     if raw is None:
-        raise TrainJobError(f"{STAGE_CONFIG_ENV} is not set: this entry point runs inside a TrainJob built by build_trainjob")
+        raise TrainJobError(
+            f"{STAGE_CONFIG_ENV} is not set: this entry point runs inside a TrainJob built by build_trainjob"
+        )
     result = module.run(module.Config.model_validate_json(raw))
     if process_rank() == 0:
         key = os.environ[RESULT_KEY_ENV]

@@ -158,9 +158,7 @@ def _branch(parent: _Vessel, rng: np.random.Generator) -> _Vessel:
     direction = 1.0 if rng.random() < 0.5 else -1.0
     heading = parent.heading + direction * rng.uniform(0.6, 1.3)
     parent.heading -= direction * 0.25 * ratio
-    return _Vessel(
-        parent.x, parent.y, heading, heading, 1 / 100, child_width, parent.contrast * rng.uniform(0.85, 1.0)
-    )
+    return _Vessel(parent.x, parent.y, heading, heading, 1 / 100, child_width, parent.contrast * rng.uniform(0.85, 1.0))
 
 
 def _wrap(angle: float) -> float:
@@ -210,9 +208,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def _render(
-    a: _Anatomy, darkening: np.ndarray, fov: np.ndarray, size: int, rng: np.random.Generator
-) -> np.ndarray:
+def _render(a: _Anatomy, darkening: np.ndarray, fov: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     scale = size / REFERENCE_SIZE
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / scale
     r = np.hypot(xx - a.centre[0], yy - a.centre[1]) / a.radius

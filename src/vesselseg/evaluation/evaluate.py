@@ -41,8 +41,19 @@ from vesselseg.predictions import PredictionSet
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = (
-    "dice", "iou", "precision", "recall", "specificity", "accuracy", "balanced_accuracy", "mcc",
-    "auc", "ap", "cldice", "betti0_error", "betti1_error",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "specificity",
+    "accuracy",
+    "balanced_accuracy",
+    "mcc",
+    "auc",
+    "ap",
+    "cldice",
+    "betti0_error",
+    "betti1_error",
 )
 TRIVIAL = {"all_background": 0, "all_foreground": 255}
 
@@ -109,11 +120,16 @@ def _allowed(config: EvaluateConfig, check: HonestyCheck) -> HonestyCheck:
 def _choose_threshold(dataset: PreparedDataset, preds: PredictionSet, split: str) -> ThresholdChoice:
     ids = [i for i in dataset.ids(split) if i in preds.table.index]
     if not ids:
-        return ThresholdChoice(level=level(0.5), threshold=0.5, source=f"fixed 0.5 (no {split} predictions to choose on)")
+        return ThresholdChoice(
+            level=level(0.5), threshold=0.5, source=f"fixed 0.5 (no {split} predictions to choose on)"
+        )
     counts = [image_counts(preds.prob(i), dataset.mask(i), dataset.fov(i)) for i in ids]
     chosen, dice = best_threshold(counts)
     return ThresholdChoice(
-        level=chosen, threshold=threshold_of(chosen), source=f"max pooled Dice on {len(ids)} {split} images", selection_dice=dice
+        level=chosen,
+        threshold=threshold_of(chosen),
+        source=f"max pooled Dice on {len(ids)} {split} images",
+        selection_dice=dice,
     )
 
 
@@ -176,7 +192,15 @@ def evaluate(
                 truth, fov = truths[sample_id]
                 result = evaluate_image(preds.prob(sample_id), truth, fov, level=decision)
                 results.append(result)
-                rows.append({"predictor": name, "sample_id": sample_id, "split": config.split, "threshold_kind": kind, **result.row()})
+                rows.append(
+                    {
+                        "predictor": name,
+                        "sample_id": sample_id,
+                        "split": config.split,
+                        "threshold_kind": kind,
+                        **result.row(),
+                    }
+                )
             scored[kind] = aggregate(results, n_boot=config.n_boot, seed=config.seed)
             if kind == "selected":
                 pooled = pool(r.counts for r in results)
@@ -184,9 +208,19 @@ def evaluate(
         roc, pr = roc_curve_points(pooled), pr_curve_points(pooled)
         curves[name] = {
             "roc": {"fpr": roc.fpr.tolist(), "tpr": roc.tpr.tolist(), "thresholds": roc.thresholds.tolist()},
-            "pr": {"precision": pr.precision.tolist(), "recall": pr.recall.tolist(), "thresholds": pr.thresholds.tolist()},
+            "pr": {
+                "precision": pr.precision.tolist(),
+                "recall": pr.recall.tolist(),
+                "thresholds": pr.thresholds.tolist(),
+            },
         }
-        log.info("%s: test Dice %.4f at threshold %.3f (%s)", name, scored["selected"]["macro"]["dice"]["mean"], choice.threshold, choice.source)
+        log.info(
+            "%s: test Dice %.4f at threshold %.3f (%s)",
+            name,
+            scored["selected"]["macro"]["dice"]["mean"],
+            choice.threshold,
+            choice.source,
+        )
 
     for name, value in TRIVIAL.items():
         results = []
@@ -194,8 +228,19 @@ def evaluate(
             truth, fov = truths[sample_id]
             result = evaluate_image(constant_prediction(truth, value), truth, fov, level=level(0.5))
             results.append(result)
-            rows.append({"predictor": name, "sample_id": sample_id, "split": config.split, "threshold_kind": "fixed_0.5", **result.row()})
-        aggregates[name] = {"calibrated": False, "fixed_0.5": aggregate(results, n_boot=config.n_boot, seed=config.seed)}
+            rows.append(
+                {
+                    "predictor": name,
+                    "sample_id": sample_id,
+                    "split": config.split,
+                    "threshold_kind": "fixed_0.5",
+                    **result.row(),
+                }
+            )
+        aggregates[name] = {
+            "calibrated": False,
+            "fixed_0.5": aggregate(results, n_boot=config.n_boot, seed=config.seed),
+        }
         calibrated[name] = False
 
     table = pd.DataFrame(rows)
@@ -218,12 +263,16 @@ def evaluate(
         fov="given" if first["fov_images"] == len(ids) else f"{first['fov_images']} of {len(ids)} images",
         metrics={n: _summary_row(pick(n), "macro", calibrated[n]) for n in all_names},
         metrics_micro={n: _summary_row(pick(n), "micro", calibrated[n]) for n in all_names},
-        dice_ci=_clean({n: [pick(n)["macro"]["dice"]["ci_low"], pick(n)["macro"]["dice"]["ci_high"]] for n in all_names}),
+        dice_ci=_clean(
+            {n: [pick(n)["macro"]["dice"]["ci_low"], pick(n)["macro"]["dice"]["ci_high"]] for n in all_names}
+        ),
         metrics_at_0_5={n: _summary_row(aggregates[n]["fixed_0.5"], "macro", calibrated[n]) for n in all_names},
         thresholds=thresholds,
         honesty=checks,
     )
-    (out_dir / "aggregate.json").write_text(json.dumps(_clean({"aggregates": aggregates, "honesty": [c.model_dump() for c in checks]}), indent=2))
+    (out_dir / "aggregate.json").write_text(
+        json.dumps(_clean({"aggregates": aggregates, "honesty": [c.model_dump() for c in checks]}), indent=2)
+    )
     (out_dir / "curves.json").write_text(json.dumps(curves, indent=2))
     (out_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
     return summary

@@ -54,7 +54,8 @@ def balanced_device_map(model: nn.Module, group: list[int], layers: list[int]) -
 def accelerate_device_map(
     model: nn.Module, group: list[int], budgets: dict[int, int], dtype: torch.dtype
 ) -> dict[str, int]:
-    """accelerate's balanced `infer_auto_device_map` over `group` within `budgets`, then the hub pinned to `group[0]`."""
+    """accelerate's balanced `infer_auto_device_map` over `group` within `budgets`, then the hub pinned to
+    `group[0]`."""
     from accelerate.utils import compute_module_sizes, get_balanced_memory, infer_auto_device_map
     from accelerate.utils.modeling import clean_device_map
 

@@ -65,9 +65,7 @@ def _bootstrap_weights(n_images: int, n_boot: int, seed: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=n_boot * n_images).reshape(n_boot, n_images)
 
 
-def _macro(
-    values: np.ndarray, n_boot: int, seed: int, confidence: float
-) -> dict[str, dict[str, float | int]]:
+def _macro(values: np.ndarray, n_boot: int, seed: int, confidence: float) -> dict[str, dict[str, float | int]]:
     """Mean over images of each column with a percentile-bootstrap CI; NaN entries are skipped."""
     finite = np.isfinite(values)
     filled = np.where(finite, values, 0.0)

@@ -58,34 +58,63 @@ PUBLISHED = {
 
 def _internvit_300m() -> InternVLVisionConfig:
     return InternVLVisionConfig(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-        attention_bias=True, norm_type="layer_norm", use_qk_norm=False, image_size=448, patch_size=14,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        attention_bias=True,
+        norm_type="layer_norm",
+        use_qk_norm=False,
+        image_size=448,
+        patch_size=14,
     )
 
 
 def _internvit_6b() -> InternVLVisionConfig:
     # InternVL2.5-26B keeps 45 of InternViT-6B's 48 layers.
     return InternVLVisionConfig(
-        hidden_size=3200, num_hidden_layers=45, num_attention_heads=25, intermediate_size=12800,
-        attention_bias=False, norm_type="rms_norm", use_qk_norm=True, image_size=448, patch_size=14,
+        hidden_size=3200,
+        num_hidden_layers=45,
+        num_attention_heads=25,
+        intermediate_size=12800,
+        attention_bias=False,
+        norm_type="rms_norm",
+        use_qk_norm=True,
+        image_size=448,
+        patch_size=14,
     )
 
 
 def _qwen25(hidden: int, intermediate: int, layers: int, heads: int) -> Qwen2Config:
     # Untied: Sa2VA trains embed_tokens and lm_head as separate full copies, so they differ after training.
     return Qwen2Config(
-        vocab_size=QWEN25_INTERNVL_VOCAB + SA2VA_ADDED_TOKENS, hidden_size=hidden, intermediate_size=intermediate,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=32768,
-        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e6}, tie_word_embeddings=False,
+        vocab_size=QWEN25_INTERNVL_VOCAB + SA2VA_ADDED_TOKENS,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        tie_word_embeddings=False,
     )
 
 
 def _internlm25_as_llama(hidden: int, intermediate: int, layers: int, heads: int) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=INTERNLM25_INTERNVL_VOCAB + SA2VA_ADDED_TOKENS, hidden_size=hidden, intermediate_size=intermediate,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=8, max_position_embeddings=32768,
-        rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 1e6}, attention_bias=False,
-        mlp_bias=False, tie_word_embeddings=False,
+        vocab_size=INTERNLM25_INTERNVL_VOCAB + SA2VA_ADDED_TOKENS,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
     )
 
 
@@ -93,9 +122,14 @@ def _sam2_hiera_large() -> Sam2Config:
     return Sam2Config(
         vision_config=Sam2VisionConfig(
             backbone_config=Sam2HieraDetConfig(
-                hidden_size=144, num_attention_heads=2, image_size=[1024, 1024], blocks_per_stage=[2, 6, 36, 4],
-                embed_dim_per_stage=[144, 288, 576, 1152], num_attention_heads_per_stage=[2, 4, 8, 16],
-                window_size_per_stage=[8, 4, 16, 8], global_attention_blocks=[23, 33, 43],
+                hidden_size=144,
+                num_attention_heads=2,
+                image_size=[1024, 1024],
+                blocks_per_stage=[2, 6, 36, 4],
+                embed_dim_per_stage=[144, 288, 576, 1152],
+                num_attention_heads_per_stage=[2, 4, 8, 16],
+                window_size_per_stage=[8, 4, 16, 8],
+                global_attention_blocks=[23, 33, 43],
                 window_positional_embedding_background_size=[7, 7],
             ),
             backbone_channel_list=[1152, 576, 288, 144],
@@ -119,11 +153,17 @@ def _tiny_sam2(image_size: int = 256, patch_stride: int = 4) -> Sam2Config:
     sam2 = Sam2Config(
         vision_config=Sam2VisionConfig(
             backbone_config=Sam2HieraDetConfig(
-                hidden_size=32, num_attention_heads=1, image_size=[image_size, image_size],
-                patch_kernel_size=[2 * patch_stride - 1] * 2, patch_stride=[patch_stride] * 2,
-                patch_padding=[patch_stride - 1] * 2, blocks_per_stage=[1, 1, 2, 1],
-                embed_dim_per_stage=[32, 64, 128, 256], num_attention_heads_per_stage=[1, 1, 2, 4],
-                window_size_per_stage=[8, 4, 8, 4], global_attention_blocks=[3],
+                hidden_size=32,
+                num_attention_heads=1,
+                image_size=[image_size, image_size],
+                patch_kernel_size=[2 * patch_stride - 1] * 2,
+                patch_stride=[patch_stride] * 2,
+                patch_padding=[patch_stride - 1] * 2,
+                blocks_per_stage=[1, 1, 2, 1],
+                embed_dim_per_stage=[32, 64, 128, 256],
+                num_attention_heads_per_stage=[1, 1, 2, 4],
+                window_size_per_stage=[8, 4, 8, 4],
+                global_attention_blocks=[3],
             ),
             backbone_channel_list=[256, 128, 64, 32],
             backbone_feature_sizes=[[grid, grid], [grid // 2, grid // 2], [grid // 4, grid // 4]],
@@ -133,7 +173,10 @@ def _tiny_sam2(image_size: int = 256, patch_stride: int = 4) -> Sam2Config:
             hidden_size=64, image_size=image_size, patch_size=4 * patch_stride
         ),
         mask_decoder_config=Sam2MaskDecoderConfig(
-            hidden_size=64, mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=64,
+            hidden_size=64,
+            mlp_dim=256,
+            num_attention_heads=4,
+            iou_head_hidden_dim=64,
             dynamic_multimask_via_stability=False,
         ),
     )
@@ -145,12 +188,23 @@ def _tiny(sam2: Sam2Config | None = None) -> dict:
     high-resolution features and the full-resolution loss, which DESIGN.md found necessary for thin vessels."""
     return dict(
         vision_config=InternVLVisionConfig(
-            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-            attention_bias=True, image_size=112, patch_size=14,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            attention_bias=True,
+            image_size=112,
+            patch_size=14,
         ),
         text_config=Qwen2Config(
-            vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
+            vocab_size=VOCAB_SIZE,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
         ),
         sam2_config=sam2 or _tiny_sam2(),
         max_tiles=1,

@@ -355,8 +355,11 @@ def _metric_rows(evaluation: Evaluation, names: list[str], colours: dict[str, st
                 baseline=name in TRIVIAL,
                 colour=colours.get(name, BASELINE_COLOUR),
                 values={m: summary.metrics[name].get(m) for m in TABLE_METRICS},
-                ci={m: (macro[m]["ci_low"], macro[m]["ci_high"]) for m in TABLE_METRICS
-                    if summary.metrics[name].get(m) is not None},
+                ci={
+                    m: (macro[m]["ci_low"], macro[m]["ci_high"])
+                    for m in TABLE_METRICS
+                    if summary.metrics[name].get(m) is not None
+                },
                 dice_pooled=summary.metrics_micro[name].get("dice"),
                 threshold=choice.threshold if choice else None,
                 threshold_source=choice.source if choice else None,
@@ -396,8 +399,16 @@ def _threshold_text(choice: ThresholdChoice) -> str:
 
 def _write_width_table(rows: Sequence[WidthRow], labels: Sequence[str], path: Path) -> None:
     records = [
-        {"predictor": row.name, "width": label, "truth_px": tp + fn, "tp": tp, "fp": fp, "fn": fn,
-         "recall": recall, "dice": dice}
+        {
+            "predictor": row.name,
+            "width": label,
+            "truth_px": tp + fn,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "recall": recall,
+            "dice": dice,
+        }
         for row in rows
         for label, tp, fp, fn, recall, dice in zip(labels, row.tp, row.fp, row.fn, row.recall(), row.dice())
     ]

@@ -196,8 +196,7 @@ def _display(row: MetricRow) -> str:
 def _metrics(content: ReportContent) -> str:
     columns = list(TABLE_METRICS)
     # Best among the predictors: a trivial guess "wins" specificity or recall by doing nothing.
-    best = {m: max((r.values[m] for r in content.predictors if r.values[m] is not None), default=None)
-            for m in columns}
+    best = {m: max((r.values[m] for r in content.predictors if r.values[m] is not None), default=None) for m in columns}
     head = "".join(f"<th>{METRIC_NAMES[m]}</th>" for m in columns)
     rows = []
     for row in content.metrics:
@@ -231,10 +230,15 @@ Trivial baselines score the same pixels with the same code. Thresholds: {sources
 
 
 def _error_legend() -> str:
-    return '<div class="legend">' + "".join(
-        f'<span><span class="swatch" style="background:{hex_colour(colour)}"></span>{escape(ERROR_LABELS[key])}</span>'
-        for key, colour in ERROR_COLOURS.items()
-    ) + "<span>grey: correct background · dark: outside the field of view (not scored)</span></div>"
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><span class="swatch" style="background:{hex_colour(colour)}"></span>'
+            f"{escape(ERROR_LABELS[key])}</span>"
+            for key, colour in ERROR_COLOURS.items()
+        )
+        + "<span>grey: correct background · dark: outside the field of view (not scored)</span></div>"
+    )
 
 
 def _examples(content: ReportContent, src: Any, link: bool) -> str:
@@ -287,8 +291,10 @@ where a predictor that learned nothing would sit.</p>
 
 
 def _thin_vessels(content: ReportContent, src: Any) -> str:
-    head = "".join(f"<th>{escape(label)}<br><small>{escape(percent(share))} of vessel px</small></th>"
-                   for label, share in zip(content.width_labels, content.width_shares))
+    head = "".join(
+        f"<th>{escape(label)}<br><small>{escape(percent(share))} of vessel px</small></th>"
+        for label, share in zip(content.width_labels, content.width_shares)
+    )
     rows = []
     for row in content.width:
         recall = "".join(f"<td>{_num(v)}</td>" for v in row.recall())
@@ -333,12 +339,18 @@ def _dice_colour(dice: float) -> str:
 def _honesty(checks: Sequence[HonestyCheck]) -> str:
     items = []
     for check in checks:
-        badge = ('<span class="badge pass">✓ passed</span>' if check.passed
-                 else '<span class="badge allowed">✗ failed, allowed</span>' if check.allowed
-                 else '<span class="badge fail">✗ failed</span>')
+        badge = (
+            '<span class="badge pass">✓ passed</span>'
+            if check.passed
+            else '<span class="badge allowed">✗ failed, allowed</span>'
+            if check.allowed
+            else '<span class="badge fail">✗ failed</span>'
+        )
         who = f" [{escape(check.predictor)}]" if check.predictor else ""
-        items.append(f'<li>{badge}<span class="check-name">{escape(check.name)}{who}</span>'
-                     f'<span class="check-detail">{escape(check.detail)}</span></li>')
+        items.append(
+            f'<li>{badge}<span class="check-name">{escape(check.name)}{who}</span>'
+            f'<span class="check-detail">{escape(check.detail)}</span></li>'
+        )
     failed = [c for c in checks if not c.passed]
     verdict = (
         f"{len(failed)} check(s) failed and were explicitly allowed; read the numbers with that in mind."

@@ -97,13 +97,26 @@ def roc_plot(sets: Sequence[Curves], baselines: dict[str, tuple[float, float]], 
         inset = ax.inset_axes([0.42, 0.1, 0.54, 0.5])
         for axis in (ax, inset):
             for c in sets:
-                axis.plot(c.fpr, c.tpr, color=c.colour, lw=2, ls="-" if c.calibrated else "--",
-                          label=_label(c, "AUC", c.auc) if axis is ax else None)
+                axis.plot(
+                    c.fpr,
+                    c.tpr,
+                    color=c.colour,
+                    lw=2,
+                    ls="-" if c.calibrated else "--",
+                    label=_label(c, "AUC", c.auc) if axis is ax else None,
+                )
                 axis.plot(c.point[0], c.point[1], "o", color=c.colour, ms=7, mec="white", mew=1.5, zorder=5)
         for name, (fpr, tpr) in baselines.items():
             ax.plot(fpr, tpr, "X", color=BASELINE_COLOUR, ms=9, zorder=6)
-            ax.annotate(name.replace("_", " "), (fpr, tpr), xytext=(8 if fpr < 0.5 else -8, 8 if tpr < 0.5 else -14),
-                        textcoords="offset points", ha="left" if fpr < 0.5 else "right", color="#555b66", fontsize=8)
+            ax.annotate(
+                name.replace("_", " "),
+                (fpr, tpr),
+                xytext=(8 if fpr < 0.5 else -8, 8 if tpr < 0.5 else -14),
+                textcoords="offset points",
+                ha="left" if fpr < 0.5 else "right",
+                color="#555b66",
+                fontsize=8,
+            )
         worst_fpr = max(c.point[0] for c in sets)
         lowest_tpr = min(c.point[1] for c in sets)
         inset.set_xlim(0, min(1.0, max(0.05, 2.5 * worst_fpr)))
@@ -113,14 +126,20 @@ def roc_plot(sets: Sequence[Curves], baselines: dict[str, tuple[float, float]], 
         # Only the frame of the enlarged region: connector lines would cross the curves.
         ax.indicate_inset([0, inset.get_ylim()[0], inset.get_xlim()[1], 1 - inset.get_ylim()[0]], edgecolor="#8a909c")
         inset.set_title("enlarged", fontsize=8, loc="right", fontweight="normal", color="#8a909c")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (1 − specificity)",
-               ylabel="true-positive rate (recall)", title="ROC, pooled test pixels inside the FOV")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel="false-positive rate (1 − specificity)",
+            ylabel="true-positive rate (recall)",
+            title="ROC, pooled test pixels inside the FOV",
+        )
         ax.set_aspect("equal")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), ncols=1)
 
 
-def pr_plot(sets: Sequence[Curves], vessel_fraction: float, baselines: dict[str, tuple[float, float]], path: Path,
-            dpi: int) -> None:
+def pr_plot(
+    sets: Sequence[Curves], vessel_fraction: float, baselines: dict[str, tuple[float, float]], path: Path, dpi: int
+) -> None:
     """Precision-recall of every predictor on one axis, over faint lines of equal Dice."""
     with _figure(path, 6.0, 5.2, dpi) as figure:
         ax = figure.subplots()
@@ -129,20 +148,46 @@ def pr_plot(sets: Sequence[Curves], vessel_fraction: float, baselines: dict[str,
             precision = dice * recall / (2 * recall - dice)
             keep = (precision > 0) & (precision <= 1) & (recall >= dice / 2)
             ax.plot(recall[keep], precision[keep], color="#c9ced6", lw=0.8, zorder=1)
-            ax.annotate(f"Dice {dice:.1f}", (recall[keep][-1], precision[keep][-1]), xytext=(-2, 3),
-                        textcoords="offset points", ha="right", fontsize=7, color="#9aa0aa")
+            ax.annotate(
+                f"Dice {dice:.1f}",
+                (recall[keep][-1], precision[keep][-1]),
+                xytext=(-2, 3),
+                textcoords="offset points",
+                ha="right",
+                fontsize=7,
+                color="#9aa0aa",
+            )
         chance = f"chance (vessel fraction {vessel_fraction:.3f})"
         ax.axhline(vessel_fraction, ls="--", lw=1, color=BASELINE_COLOUR, label=chance)
         for c in sets:
-            ax.plot(c.recall, c.precision, color=c.colour, lw=2, ls="-" if c.calibrated else "--",
-                    label=_label(c, "AP", c.ap))
+            ax.plot(
+                c.recall,
+                c.precision,
+                color=c.colour,
+                lw=2,
+                ls="-" if c.calibrated else "--",
+                label=_label(c, "AP", c.ap),
+            )
             ax.plot(c.point[1], c.point[2], "o", color=c.colour, ms=7, mec="white", mew=1.5, zorder=5)
         for name, (rec, prec) in baselines.items():
             ax.plot(rec, prec, "X", color=BASELINE_COLOUR, ms=9, zorder=6)
-            ax.annotate(name.replace("_", " "), (rec, prec), xytext=(-8, -6), textcoords="offset points", ha="right",
-                        va="top", color="#555b66", fontsize=8)
-        ax.set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="recall (sensitivity)", ylabel="precision",
-               title="Precision–recall, pooled test pixels")
+            ax.annotate(
+                name.replace("_", " "),
+                (rec, prec),
+                xytext=(-8, -6),
+                textcoords="offset points",
+                ha="right",
+                va="top",
+                color="#555b66",
+                fontsize=8,
+            )
+        ax.set(
+            xlim=(0, 1.01),
+            ylim=(0, 1.01),
+            xlabel="recall (sensitivity)",
+            ylabel="precision",
+            title="Precision–recall, pooled test pixels",
+        )
         ax.set_aspect("equal")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), ncols=1)
 
@@ -154,16 +199,40 @@ def dice_plot(spreads: Sequence[DiceSpread], path: Path, dpi: int) -> None:
         ax = figure.subplots()
         rows = np.arange(len(spreads))[::-1]
         for row, spread in zip(rows, spreads):
-            ax.boxplot(spread.values, positions=[row], orientation="horizontal", widths=0.55, showfliers=False,
-                       patch_artist=True, boxprops={"facecolor": spread.colour + "22", "edgecolor": spread.colour},
-                       medianprops={"color": spread.colour, "lw": 2}, whiskerprops={"color": spread.colour},
-                       capprops={"color": spread.colour})
-            ax.scatter(spread.values, row + rng.uniform(-0.18, 0.18, len(spread.values)), s=14, color=spread.colour,
-                       alpha=0.65, lw=0, zorder=3)
+            ax.boxplot(
+                spread.values,
+                positions=[row],
+                orientation="horizontal",
+                widths=0.55,
+                showfliers=False,
+                patch_artist=True,
+                boxprops={"facecolor": spread.colour + "22", "edgecolor": spread.colour},
+                medianprops={"color": spread.colour, "lw": 2},
+                whiskerprops={"color": spread.colour},
+                capprops={"color": spread.colour},
+            )
+            ax.scatter(
+                spread.values,
+                row + rng.uniform(-0.18, 0.18, len(spread.values)),
+                s=14,
+                color=spread.colour,
+                alpha=0.65,
+                lw=0,
+                zorder=3,
+            )
             low, high = spread.ci
             if low is not None and high is not None:
-                ax.errorbar(spread.mean, row + 0.38, xerr=[[spread.mean - low], [high - spread.mean]], fmt="D",
-                            color="#2b2f36", ms=5, capsize=3, lw=1.2, zorder=4)
+                ax.errorbar(
+                    spread.mean,
+                    row + 0.38,
+                    xerr=[[spread.mean - low], [high - spread.mean]],
+                    fmt="D",
+                    color="#2b2f36",
+                    ms=5,
+                    capsize=3,
+                    lw=1.2,
+                    zorder=4,
+                )
         ax.set_yticks(rows, [s.name.replace("_", " ") for s in spreads])
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.6, len(spreads) - 0.35)

@@ -49,7 +49,11 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             stage=NAME,
             config=config.model_dump(mode="json"),
             inputs={"dataset": dataset_ref},
-            timings_s={"fetch": fetched - started, "predict": predicted - fetched, "publish": time.perf_counter() - predicted},
+            timings_s={
+                "fetch": fetched - started,
+                "predict": predicted - fetched,
+                "publish": time.perf_counter() - predicted,
+            },
             summary={"predictor": info.name, "threshold": info.threshold, "read_files": info.read_files},
         )
     return Result(predictions=ref, info=info)

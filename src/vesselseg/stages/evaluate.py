@@ -52,6 +52,9 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             config=config.model_dump(mode="json"),
             inputs=inputs,
             timings_s={"fetch": fetched - started, "score": scored - fetched, "publish": time.perf_counter() - scored},
-            summary={"metrics": summary.metrics, "thresholds": {k: v.model_dump() for k, v in summary.thresholds.items()}},
+            summary={
+                "metrics": summary.metrics,
+                "thresholds": {k: v.model_dump() for k, v in summary.thresholds.items()},
+            },
         )
     return Result(evaluation=ref, summary=summary)

@@ -82,7 +82,13 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         provenance = {"dataset_fingerprint": dataset.fingerprint, "artifacts": _provenance(store, refs)}
         fetched = time.perf_counter()
         result = build_report(
-            dataset, sets, scratch / "evaluation", scratch / "out", provenance=provenance, train_log=train_log, config=config.report
+            dataset,
+            sets,
+            scratch / "evaluation",
+            scratch / "out",
+            provenance=provenance,
+            train_log=train_log,
+            config=config.report,
         )
         drawn = time.perf_counter()
         key = content_key(config.report.model_dump(mode="json"), sorted(r.manifest_sha256 for r in refs.values()))

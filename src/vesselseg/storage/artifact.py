@@ -182,8 +182,7 @@ def _manifest_blob(store: ObjectStore, ref: InputRef | str) -> tuple[str, bytes]
     key = store.key_of(uri + MANIFEST)
     if not store.exists(key):
         raise StorageError(
-            f"{uri} is not a published artifact: it has no {MANIFEST} (never published, or its upload "
-            "did not finish)"
+            f"{uri} is not a published artifact: it has no {MANIFEST} (never published, or its upload did not finish)"
         )
     blob = store.get_bytes(key)
     if isinstance(ref, InputRef) and hashlib.sha256(blob).hexdigest() != ref.manifest_sha256:
@@ -212,7 +211,11 @@ def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: li
         target = local_dir / entry.path
         if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
             continue
-        store.download_file(prefix + entry.path, target, expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size))
+        store.download_file(
+            prefix + entry.path,
+            target,
+            expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
+        )
     (local_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     return manifest
 

@@ -235,7 +235,9 @@ class ObjectStore:
         copied = []
         for key in self.list(src):
             target = dst + key[len(src) :]
-            self._call("copy", key, lambda k=key, t=target: self.client.copy_object(self.bucket, t, CopySource(self.bucket, k)))
+            self._call(
+                "copy", key, lambda k=key, t=target: self.client.copy_object(self.bucket, t, CopySource(self.bucket, k))
+            )
             copied.append(target)
         return copied
 

@@ -120,9 +120,7 @@ def up(settings: StoreSettings | None = None, timeout_s: float = 90.0) -> StoreS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             _pid_file().unlink(missing_ok=True)
-            raise StorageError(
-                f"weed mini exited with code {process.returncode}; see {_store_dir() / 'weed.log'}"
-            )
+            raise StorageError(f"weed mini exited with code {process.returncode}; see {_store_dir() / 'weed.log'}")
         if _answers(settings)[0]:
             log.info("object store up at %s (pid %d)", settings.location, process.pid)
             return status(settings)

@@ -22,9 +22,7 @@ from vesselseg.train.config import FinetuneConfig, Precision
 _NEVER = 1 << 30
 
 
-def deepspeed_config(
-    config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool
-) -> dict[str, Any]:
+def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool) -> dict[str, Any]:
     zero: dict[str, Any] = {
         "stage": config.zero_stage,
         "contiguous_gradients": True,
@@ -73,9 +71,7 @@ def warmup_steps(config: FinetuneConfig) -> int:
     return round(config.warmup_ratio * config.steps)
 
 
-def initialize(
-    model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool
-) -> Any:
+def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool) -> Any:
     """The DeepSpeed engine around `model`, training only its parameters that require grad."""
     warmup = warmup_steps(config)
 

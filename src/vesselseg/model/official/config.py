@@ -161,7 +161,13 @@ _VISION_SHAPE_FIELDS = {
     "norm_type": "norm_type",
     "patch_size": "patch_size",
 }
-_LLM_SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+_LLM_SHAPE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
 
 
 def architecture(official: dict[str, Any]) -> dict[str, Any]:
