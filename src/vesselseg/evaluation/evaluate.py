@@ -25,6 +25,7 @@ from vesselseg.errors import DataError, HonestyError
 from vesselseg.evaluation import honesty
 from vesselseg.evaluation.honesty import HonestyCheck
 from vesselseg.metrics import (
+    SCORE_NAMES,
     aggregate,
     best_threshold,
     constant_prediction,
@@ -40,21 +41,7 @@ from vesselseg.predictions import PredictionSet
 
 log = logging.getLogger(__name__)
 
-SUMMARY_METRICS = (
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "specificity",
-    "accuracy",
-    "balanced_accuracy",
-    "mcc",
-    "auc",
-    "ap",
-    "cldice",
-    "betti0_error",
-    "betti1_error",
-)
+SUMMARY_METRICS = (*SCORE_NAMES, "auc", "ap", "cldice", "betti0_error", "betti1_error")
 TRIVIAL = {"all_background": 0, "all_foreground": 255}
 
 
