@@ -151,6 +151,24 @@ def print_phase_kernels(events) -> None:
         print(f"| {name} | {wall:.1f} | {busy:.1f} | {share:.0f} | {cells} |")
 
 
+def phased_step(engine, batch, sync: Callable[[], None], spent: dict[str, float]) -> None:
+    """One step, the device synchronised after each phase, whose wall milliseconds are added to `spent`. Each phase
+    is also a profiler range: with the sync inside it, every kernel of a phase lies within the range's CPU span."""
+    from torch.profiler import record_function
+
+    def run(name: str, action: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        with record_function(name):
+            result = action()
+            sync()
+        spent[name] += (time.perf_counter() - started) * 1e3
+        return result
+
+    output = run("forward", lambda: engine(**batch))
+    run("backward", lambda: engine.backward(output.loss))
+    run("optimizer step", engine.step)
+
+
 def part_flops(model: torch.nn.Module, batch) -> dict[str, float]:
     """Forward FLOPs of one micro-batch per part, by torch's counter (eager attention, as train_gpu counts)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -216,24 +234,13 @@ def main() -> None:
         train_step(engine, batch)
     sync()
     timer.milliseconds()
-    phase = {"forward": 0.0, "backward": 0.0, "optimizer step": 0.0}
+    phase = dict.fromkeys(PHASES, 0.0)
     profiler = cProfile.Profile() if args.python_profile else None
     if profiler:
         profiler.enable()
     started = time.perf_counter()
     for _ in range(args.steps):
-        marks = [time.perf_counter()]
-        output = engine(**batch)
-        sync()
-        marks.append(time.perf_counter())
-        engine.backward(output.loss)
-        sync()
-        marks.append(time.perf_counter())
-        engine.step()
-        sync()
-        marks.append(time.perf_counter())
-        for key, a, b in zip(phase, marks, marks[1:]):
-            phase[key] += (b - a) * 1e3
+        phased_step(engine, batch, sync, phase)
     step_ms = (time.perf_counter() - started) * 1e3 / args.steps
     if profiler:
         profiler.disable()
@@ -260,20 +267,11 @@ def main() -> None:
         print(f"\nTop {args.python_profile} Python functions by cumulative time over {args.steps} steps:")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.python_profile)
     if args.kernels and on_gpu:
-        from torch.profiler import ProfilerActivity, profile, record_function
-
-        def profiled(name: str, run: Callable[..., Any], *args: Any) -> Any:
-            # The sync inside the range puts every kernel of a phase within its CPU span.
-            with record_function(name):
-                result = run(*args)
-                sync()
-            return result
+        from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(PROFILED_STEPS):
-                output = profiled("forward", lambda: engine(**batch))
-                profiled("backward", engine.backward, output.loss)
-                profiled("optimizer step", engine.step)
+                phased_step(engine, batch, sync, dict.fromkeys(PHASES, 0.0))
         print_phase_kernels(prof.profiler.kineto_results.events())
         if args.trace:
             prof.export_chrome_trace(str(args.trace))
