@@ -160,6 +160,7 @@ def test_compiling_blocks_keeps_the_checkpoint_keys(tokenizer):
     compiled = [model.vision_model, *model.language_model.model.layers]
     assert all(module._compiled_call_impl is not None for module in compiled)
     assert model.language_model._compiled_call_impl is None  # the LLM's head and embeddings stay eager
+    assert model.get_sam2_features._torchdynamo_orig_callable.__func__ is Sa2VAModel.get_sam2_features
 
 
 def test_compiled_sam2_features_match_eager(tokenizer):
