@@ -32,10 +32,10 @@ from vesselseg.infer import (
     Task,
     choose_plan,
     execute,
+    visible_gpus,
 )
-from vesselseg.infer import visible_gpus
-from vesselseg.infer.runner import make_tasks, model_footprint
 from vesselseg.infer.predictor import to_uint8
+from vesselseg.infer.runner import make_tasks, model_footprint
 from vesselseg.model.losses import upsample_logits
 from vesselseg.model.prompts import FORCED_ANSWER
 

@@ -21,10 +21,9 @@ import numpy as np
 import scipy
 import skimage
 import sklearn
+from machine import describe
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
-
-from machine import describe
 
 from vesselseg.metrics import aggregate, evaluate_image, image_counts, topology
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
 from machine import describe
+from PIL import Image
 
 
 def prompt(expression: str) -> str:

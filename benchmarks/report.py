@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from machine import describe
+from PIL import Image
 
 from vesselseg.baselines import FrangiConfig, frangi_predictions
 from vesselseg.baselines.predict import dataset_files

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vesselseg.storage import ObjectStore, StoreSettings
-from vesselseg.storage import server
+from vesselseg.storage import ObjectStore, StoreSettings, server
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ class FakeKfpApiServer:
     # ----- behaviour -----
     @staticmethod
     def _now() -> str:
-        return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
     @staticmethod
     def _display_name_filter(query: dict[str, list[str]]) -> str | None:
@@ -431,7 +431,7 @@ def test_multi_user_needs_a_namespace_and_uses_it(
 
 
 def test_version_names_carry_the_git_sha_and_utc_time() -> None:
-    at = dt.datetime(2026, 3, 1, 4, 5, 6, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 3, 1, 4, 5, 6, tzinfo=dt.UTC)
     assert version_name("0.1.0+g1a2b3c4d5e6f", at) == "1a2b3c4d5e6f-20260301T040506Z"
     assert version_name("0.1.0+g1a2b3c4d5e6f.dirty", at) == "1a2b3c4d5e6f.dirty-20260301T040506Z"
     assert version_name("0.1.0", at) == "0.1.0-20260301T040506Z"

@@ -65,5 +65,5 @@ def test_build_script_refuses_placeholder_base_digests(tmp_path: Path) -> None:
 
 
 def test_dockerignore_sends_only_what_the_images_install() -> None:
-    lines = [l for l in (ROOT / ".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "**" and {"!requirements.lock", "!pyproject.toml", "!README.md", "!src/"} <= set(lines)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_report_build import PipelineRun, build, pipeline_run  # noqa: F401  (session fixture)
 
 SCREEN_WIDTH = 1280

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from vesselseg.errors import IntegrityError, StorageError
-from vesselseg.storage import ObjectStore, StoreSettings, fetch_dir, publish_dir, read_manifest, sha256_file
-from vesselseg.storage import server
+from vesselseg.storage import ObjectStore, StoreSettings, fetch_dir, publish_dir, read_manifest, server, sha256_file
 
 
 def _artifact(root: Path, n: int = 3, size: int = 1000) -> Path:

@@ -13,8 +13,9 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vesselseg.config import ConfigError, apply_overrides
 from vesselseg.evaluation.evaluate import EvaluationSummary

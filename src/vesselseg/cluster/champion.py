@@ -102,7 +102,7 @@ def candidate_record(
         dice=float(dice),
         dice_ci=(float(ci[0]), float(ci[1])),  # type: ignore[arg-type]
         summary_sha256=summary_sha256,
-        promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        promoted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         code_version=code_version(),
     )
 
@@ -166,7 +166,7 @@ def promote(
             raise ChampionError(f"{store.uri(config.key)} changed while deciding; another run promoted concurrently")
         body = candidate.model_dump_json(indent=2).encode()
         # Microseconds keep the history listing in promotion order.
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         store.put_bytes(
             f"{config.history_prefix.strip('/')}/{stamp}-{candidate.summary_sha256[:12]}.json", body, "application/json"
         )

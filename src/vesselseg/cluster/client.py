@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,7 +136,7 @@ class RunOutcome(BaseModel):
 
 def version_name(code_version: str, now: dt.datetime | None = None) -> str:
     """`<git sha>-<UTC timestamp>`, from `storage.artifact.code_version()` (e.g. `0.1.0+g1a2b3c4d5e6f`)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     sha = code_version.split("+g", 1)[1] if "+g" in code_version else code_version
     return f"{re.sub(r'[^0-9A-Za-z.]+', '-', sha)}-{now:%Y%m%dT%H%M%SZ}"
 
@@ -365,7 +366,7 @@ class KfpSession:
                 f"{schedule.name!r} ({existing[0].recurring_run_id}); pass --replace to recreate it"
             )
         for old in existing:
-            self._call("delete recurring run", lambda: self.client.delete_recurring_run(old.recurring_run_id))
+            self._call("delete recurring run", partial(self.client.delete_recurring_run, old.recurring_run_id))
         made = self._call(
             "create recurring run",
             lambda: self.client.create_recurring_run(

@@ -48,7 +48,7 @@ def _upload(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     session = _session(args)
-    run_name = args.run_name or f"{args.name} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
+    run_name = args.run_name or f"{args.name} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"
     run_id = session.submit(
         args.experiment,
         run_name,

@@ -21,7 +21,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def build_report(
 
     content = ReportContent(
         title=config.title,
-        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         split=evaluation.summary.split,
         n_images=evaluation.summary.n_images,
         vessel_fraction=evaluation.summary.vessel_fraction,

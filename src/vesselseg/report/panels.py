@@ -14,7 +14,7 @@ the error view stays exactly the error overlay.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from matplotlib import font_manager
@@ -43,7 +43,7 @@ class PanelText:
     counts: dict[str, int]  # tp / fp / fn, printed in the legend
 
 
-@lru_cache(maxsize=None)
+@cache
 def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     # DejaVu ships with matplotlib, so panels look the same on every machine the report is built on.
     properties = font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal")

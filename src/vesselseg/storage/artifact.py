@@ -143,7 +143,7 @@ def publish_dir(
         if index % 200 == 0 or index == len(files):
             log.info("uploaded %d/%d files to %s", index, len(files), store.uri(prefix))
     store.delete(sorted(stale))
-    manifest.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     blob = manifest.model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
