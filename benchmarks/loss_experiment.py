@@ -3,10 +3,10 @@
     python benchmarks/loss_experiment.py --variant official_lowres --variant full_res --seeds 0,1,2
     python benchmarks/loss_experiment.py --variant 'mine={"sam2_image_size": 512}' --steps 300
 
-Every run is the real finetune stage (DeepSpeed, `--ranks` CPU ranks) on the data-prep defaults (the synthetic
-dataset: 30 images of 512 px, split 18 train / 6 val / 6 test), then
-  1. the final checkpoint is consolidated with DeepSpeed's zero_to_fp32 into apply_training_recipe(Sa2VAModel(config)),
-     as the convert stage does, and the validation and test images are predicted (teacher-forced [SEG]);
+Every run is the pipeline's own stages on the data-prep defaults (the synthetic dataset: 30 images of 512 px, split
+18 train / 6 val / 6 test):
+  1. finetune (DeepSpeed, `--ranks` CPU ranks), convert (the final checkpoint to a Hugging Face folder) and infer (the
+     validation and test images, teacher-forced [SEG]), each publishing its artifact under `--prefix`;
   2. vesselseg.evaluation.evaluate scores the prediction set as the pipeline does: threshold = max pooled Dice on the
      validation split, test Dice = mean over test images inside the FOV (the demo table's number);
   3. thin-vessel Dice at the same threshold, pooled over the test images (definition below).
@@ -40,12 +40,11 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from vesselseg.baselines import FrangiConfig, frangi_predictions
-from vesselseg.baselines.predict import dataset_files
 from vesselseg.data import PreparedDataset
 from vesselseg.evaluation import EvaluateConfig, evaluate
 from vesselseg.metrics import confusion, image_counts, pool, scores
-from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo, encode_probability
-from vesselseg.stages import data_prep, finetune
+from vesselseg.predictions import PredictionSet
+from vesselseg.stages import convert, data_prep, finetune, infer
 from vesselseg.storage import ObjectStore, fetch_dir
 
 VARIANTS: dict[str, dict] = {
@@ -122,40 +121,6 @@ def score(dataset: PreparedDataset, predictions: Path, out: Path) -> dict[str, f
     }
 
 
-def predict_splits(training: Path, dataset: PreparedDataset, out: Path) -> None:
-    """Rebuild the trained module from the DeepSpeed checkpoint as the convert stage does, then predict val and test."""
-    import torch
-
-    from vesselseg.convert import DeepSpeedInput
-    from vesselseg.convert.merge import training_module
-    from vesselseg.model import Sa2VAProcessor, merge_lora, predict
-    from vesselseg.model.prompts import segmentation_prompt
-    from vesselseg.train.data import split_samples
-
-    checkpoint = DeepSpeedInput(training)
-    model = merge_lora(training_module(checkpoint.config, checkpoint.open())).eval()
-    processor = Sa2VAProcessor.from_pretrained(checkpoint.processor_dir)
-    writer = PredictionWriter(out)
-    read = []
-    for split in ("val", "test"):
-        samples = split_samples(dataset, split)
-        with torch.no_grad():
-            results = predict(
-                model,
-                processor,
-                [dataset.image(s.sample_id) for s in samples],
-                [segmentation_prompt(s.text) for s in samples],
-            )
-        for sample, result in zip(samples, results, strict=True):
-            writer.add(sample.sample_id, split, encode_probability(result.probabilities[0]), 0.5)
-        read += dataset_files(dataset, split, ("image",))
-    writer.close(
-        PredictorInfo(
-            name="model", threshold=0.5, threshold_source="fixed 0.5", calibrated=True, read_files=sorted(read)
-        )
-    )
-
-
 def run_variant(
     name: str,
     overrides: dict,
@@ -171,14 +136,19 @@ def run_variant(
         "checkpoint_every": args.steps, "log_every": max(1, args.steps // 10), **json.loads(args.base), **overrides,
     }  # fmt: skip
     config = finetune.Config.model_validate(
-        {"dataset": dataset_ref.model_dump(), "prefix": args.prefix, "training": training}
+        {"dataset": dataset_ref.model_dump(), "prefix": f"{args.prefix}/training", "training": training}
     )
     started = time.perf_counter()
     result = finetune.run(config, store)
     wall = time.perf_counter() - started
+    converted = convert.run(
+        convert.Config(training=result.training, dataset=dataset_ref, prefix=f"{args.prefix}/models"), store
+    )
+    predicted = infer.run(
+        infer.Config(model=converted.model, dataset=dataset_ref, prefix=f"{args.prefix}/predictions"), store
+    )
     folder = scratch / f"{name}-{seed}"
-    fetch_dir(store, result.training, folder / "training")
-    predict_splits(folder / "training", dataset, folder / "predictions")
+    fetch_dir(store, predicted.predictions, folder / "predictions")
     row = {
         "variant": name, "seed": seed, "steps": args.steps, "train_s": result.summary.train_s, "stage_wall_s": wall,
         "final_loss": result.summary.final_loss, **score(dataset, folder / "predictions", folder / "evaluation"),
@@ -251,7 +221,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--ranks", type=int, default=1, help="CPU ranks per run")
     parser.add_argument("--base", default="{}", help="JSON FinetuneConfig overrides shared by every variant")
-    parser.add_argument("--prefix", default="experiments/training")
+    parser.add_argument(
+        "--prefix", default="experiments", help="the runs' artifacts go to <prefix>/training, /models, /predictions"
+    )
     parser.add_argument("--out", type=Path, help="append the Markdown section to this file too")
     parser.add_argument("--title", default="Fine-tuning variants", help="the section's heading")
     parser.add_argument("--json", type=Path, help="append every run's row here (JSON lines); rows there are reused")
