@@ -95,7 +95,9 @@ def _fetch_training(store: ObjectStore, ref: InputRef, local: Path, tag: str | N
     saved = sorted({p.split("/")[1] for p in paths if p.startswith(f"{CHECKPOINT_DIR}/") and p.count("/") >= 2})
     latest = None
     if tag is None and f"{CHECKPOINT_DIR}/{LATEST}" in paths:
-        latest = store.get_bytes(store.key_of(f"{ref.uri.rstrip('/')}/{CHECKPOINT_DIR}/{LATEST}")).decode()
+        # Through fetch_dir, so `latest` is checked against the manifest like every other fetched file.
+        fetch_dir(store, ref, local, only=[f"{CHECKPOINT_DIR}/{LATEST}"])
+        latest = (local / CHECKPOINT_DIR / LATEST).read_text()
     tag = choose_tag(tag, latest, saved, f"{ref.uri.rstrip('/')}/{CHECKPOINT_DIR}")
     fetch_dir(store, ref, local, only=[p for p in paths if p.startswith((f"{MODEL_DIR}/", f"{CHECKPOINT_DIR}/{tag}/"))])
     return tag
