@@ -159,15 +159,13 @@ def train_step(engine, batch, accumulation: int = 1) -> None:
 
 def make_engine(
     model, preset: str, zero_stage: int, world: int, on_gpu: bool, steps: int, micro_batch: int, compile_setting: str,
-    accumulation: int = 1, fused_adam: bool | None = None,
+    accumulation: int = 1, fused_adam: bool | None = None, fused_gelu: bool | None = None, checkpointing: bool = False,
 ):  # fmt: skip
     """The DeepSpeed engine the training benchmarks time, through the finetune stage's own config and initialize,
-    with the model compiled as FinetuneConfig.torch_compile would (`compile_setting`)."""
+    which prepare the model as a run would (checkpointing, fused encoder GELU, compiled blocks)."""
     from vesselseg.train.config import FinetuneConfig
     from vesselseg.train.engine import initialize
 
-    if compile_setting != "off":
-        model.compile_blocks(llm_layers=compile_setting == "encoders_and_llm")
     config = FinetuneConfig(
         base_model=f"preset:{preset}",
         steps=steps,
@@ -177,8 +175,15 @@ def make_engine(
         lr=4e-5,
         precision="bf16" if on_gpu else "fp32",
         fused_adam=fused_adam,
+        fused_encoder_gelu=fused_gelu,
+        activation_checkpointing=checkpointing,
+        torch_compile=compile_setting,
     )
     return initialize(model, config, world, config.resolve_precision(on_gpu), on_gpu)
+
+
+# --fused-adam / --fused-gelu: FinetuneConfig's null, true, false
+SWITCH = {"auto": None, "on": True, "off": False}
 
 
 def measure(
@@ -203,11 +208,9 @@ def measure(
     built = time.perf_counter()
     model, batch = model_and_batch(preset, args.micro_batch, args.tiles, device, dtype, seed=0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if args.checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     engine = make_engine(
         model, preset, zero_stage, world, on_gpu, args.warmup + args.steps, args.micro_batch, args.compile,
-        accumulation=args.accumulation,
+        accumulation=args.accumulation, fused_gelu=SWITCH[args.fused_gelu], checkpointing=args.checkpointing,
     )  # fmt: skip
     setup_s = time.perf_counter() - built
 
@@ -244,6 +247,7 @@ def measure(
         "micro_batch": args.micro_batch,
         "accumulation": args.accumulation,
         "compile": args.compile,
+        "fused_gelu": {"auto": "on" if on_gpu else "off"}.get(args.fused_gelu, args.fused_gelu),
         "tiles": args.tiles,
         "tokens_per_sample": tokens // samples,
         "checkpointing": args.checkpointing,
@@ -299,7 +303,8 @@ def table(rows: list[dict]) -> str:
         f"Training throughput, {first['device']}, {first['precision']}, micro-batch {first['micro_batch']} per GPU × "
         f"{first.get('accumulation', 1)} accumulated per optimizer step, {first['tiles']} tile(s) = "
         f"{first['tokens_per_sample']} tokens per sample, activation checkpointing "
-        f"{'on' if first['checkpointing'] else 'off'}; {dt.date.today().isoformat()}, host {platform.node()}",
+        f"{'on' if first['checkpointing'] else 'off'}, fused encoder GELU {first.get('fused_gelu', 'off')}; "
+        f"{dt.date.today().isoformat()}, host {platform.node()}",
         "",
         "| preset | ZeRO | torch.compile | GPUs | ms/step | samples/s | tokens/s | model TFLOP/s per GPU | % of 790 "
         "| peak GB | scaling vs 1 GPU |",
@@ -369,6 +374,10 @@ def main() -> None:
     parser.add_argument(
         "--compile", choices=["off", "encoders", "encoders_and_llm"], default="off",
         help="FinetuneConfig.torch_compile",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fused-gelu", choices=list(SWITCH), default="auto",
+        help="FinetuneConfig.fused_encoder_gelu (auto: on GPUs): GELU in the encoders' first MLP matmul",
     )  # fmt: skip
     args = parser.parse_args()
     if args.worker:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_gpu import PEAK_TFLOPS, eager_attention, make_engine, model_and_batch, train_step  # noqa: E402
+from train_gpu import PEAK_TFLOPS, SWITCH, eager_attention, make_engine, model_and_batch, train_step  # noqa: E402
 
 # The parts a step runs, in order. The LLM's decoder is found through get_decoder(): under LoRA it sits inside
 # peft's wrappers, whose own forward the model never calls.
@@ -192,8 +192,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--compile", choices=["off", "encoders", "encoders_and_llm"], default="off")
     parser.add_argument(
-        "--fused-adam", choices=["auto", "on", "off"], default="auto",
+        "--fused-adam", choices=list(SWITCH), default="auto",
         help="FinetuneConfig.fused_adam (auto: fused on GPUs): torch's AdamW as one fused kernel or multi-tensor",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fused-gelu", choices=list(SWITCH), default="auto",
+        help="FinetuneConfig.fused_encoder_gelu (auto: on GPUs): GELU in the encoders' first MLP matmul",
     )  # fmt: skip
     parser.add_argument("--kernels", type=int, default=0, help="list the top N CUDA kernels (torch.profiler)")
     parser.add_argument("--trace", type=Path, help="with --kernels: also write the profiled steps' Chrome trace here")
@@ -222,7 +226,7 @@ def main() -> None:
     flops = part_flops(model, batch)
     engine = make_engine(
         model, args.preset, 2, 1, on_gpu, args.warmup + args.steps, args.micro_batch, args.compile,
-        fused_adam={"auto": None, "on": True, "off": False}[args.fused_adam],
+        fused_adam=SWITCH[args.fused_adam], fused_gelu=SWITCH[args.fused_gelu],
     )  # fmt: skip
     timer = PartTimer(model, on_gpu)
 
@@ -249,7 +253,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
     print(
         f"\n{args.preset}, micro-batch {args.micro_batch}, {args.tiles} tile(s), ZeRO-2, 1 × {device_name}, "
-        f"torch.compile {args.compile}; {args.steps} steps after {args.warmup}"
+        f"torch.compile {args.compile}, fused encoder GELU {args.fused_gelu}; {args.steps} steps after {args.warmup}"
     )
     print(f"step {step_ms:.0f} ms = " + ", ".join(f"{k} {v / args.steps:.0f} ms" for k, v in phase.items()))
     print("\n| part | forward ms | forward GFLOP | TFLOP/s | % of peak |\n|---|---|---|---|---|")

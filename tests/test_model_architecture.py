@@ -174,3 +174,60 @@ def test_compiled_sam2_features_match_eager(tokenizer):
     assert [f.shape for f in compiled] == [f.shape for f in eager]
     for got, want in zip(compiled, eager, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+class CallCounter(torch.overrides.TorchFunctionMode):
+    """Counts calls of one torch function."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function, self.calls = function, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is self.function
+        return func(*args, **(kwargs or {}))
+
+
+def encoder_mlps(model: Sa2VAModel) -> list[torch.nn.Module]:
+    encoders = [model.vision_model, model.grounding_encoder.vision_encoder]
+    return [m for encoder in encoders for m in encoder.modules() if type(m).__name__.endswith(("MLP", "FeedForward"))]
+
+
+def test_fused_encoder_gelu_keeps_keys_and_outputs_and_trains(tokenizer):
+    model, processor = tiny(tokenizer, **SA2VA_RECIPE)
+    apply_training_recipe(model)
+    keys = list(model.state_dict())
+    batch = training_batch(processor, [(96, 128)])
+    side = model.config.sam2_config.vision_config.backbone_config.image_size[0]
+    pixels = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        want = [model.get_image_features(batch.pixel_values), *model.get_sam2_features(pixels)]
+
+    mlps = len(encoder_mlps(model))
+    assert model.fuse_encoder_gelu() == mlps > 0
+    assert list(model.state_dict()) == keys
+    assert all(type(m).__name__.startswith("FusedGelu") for m in encoder_mlps(model))
+    # The SAM2 mask decoder's MLPs (ReLU, trained) keep their class.
+    assert not any(type(m).__name__.startswith("FusedGelu") for m in model.grounding_encoder.mask_decoder.modules())
+    with torch.no_grad(), CallCounter(torch._addmm_activation) as counter:
+        got = [model.get_image_features(batch.pixel_values), *model.get_sam2_features(pixels)]
+    assert counter.calls == mlps
+    for g, w in zip(got, want, strict=True):  # the CPU computes exact GELU: only the matmul's rounding differs
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+    # A training step with frozen encoders takes the fused path; the trained parts still get gradients.
+    model.train()
+    with CallCounter(torch._addmm_activation) as counter:
+        model(**batch).loss.backward()
+    assert counter.calls == mlps
+    assert all(p.grad is not None for p in model.text_hidden_fcs.parameters())
+
+
+def test_fused_encoder_gelu_falls_back_where_gradients_flow(tokenizer):
+    model, processor = tiny(tokenizer)  # from scratch: the encoders train
+    model.fuse_encoder_gelu()
+    model.train()
+    with CallCounter(torch._addmm_activation) as counter:
+        model(**training_batch(processor, [(96, 128)])).loss.backward()
+    assert counter.calls == 0
+    assert all(p.grad is not None for mlp in encoder_mlps(model) for p in mlp.parameters())

@@ -18,7 +18,7 @@ from vesselseg.train.base_model import (
 )
 from vesselseg.train.config import Sam2Geometry
 from vesselseg.train.data import DataOrder, augment
-from vesselseg.train.engine import deepspeed_config, lr_factor
+from vesselseg.train.engine import deepspeed_config, lr_factor, prepare_model
 from vesselseg.train.launch import worker_env
 from vesselseg.train.loop import check_finite
 
@@ -143,6 +143,20 @@ def test_deepspeed_config_follows_the_finetune_config() -> None:
 
     assert not fused(None, on_gpu=False)
     assert fused(True, on_gpu=False) and not fused(False, on_gpu=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "on_gpu", "fused"),
+    [(None, False, False), (None, True, True), (False, True, False), (True, False, True)],
+)
+def test_the_encoder_gelu_is_fused_as_configured(setting: bool | None, on_gpu: bool, fused: bool) -> None:
+    from vesselseg.model import build_tokenizer, preset_config
+    from vesselseg.model.modeling import Sa2VAModel
+
+    model = Sa2VAModel(preset_config("tiny", build_tokenizer()))
+    prepare_model(model, FinetuneConfig(fused_encoder_gelu=setting), on_gpu)
+    mlp = model.grounding_encoder.vision_encoder.backbone.blocks[0].mlp
+    assert type(mlp).__name__ == ("FusedGeluSam2FeedForward" if fused else "Sam2FeedForward")
 
 
 @pytest.mark.parametrize(

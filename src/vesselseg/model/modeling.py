@@ -22,6 +22,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from vesselseg.model.config import Sa2VAConfig
+from vesselseg.model.fused_gelu import fuse_mlp_gelu
 from vesselseg.model.losses import mask_losses
 
 IGNORE_INDEX = -100
@@ -150,6 +151,11 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
         if llm_layers:
             for layer in self.language_model.get_decoder().layers:
                 layer.compile()
+
+    def fuse_encoder_gelu(self) -> int:
+        """GELU inside the first matmul of each MLP in the image encoders, InternViT and SAM2's Hiera, where nothing
+        is differentiated (see vesselseg.model.fused_gelu: tanh-form GELU on CUDA); returns how many MLPs."""
+        return fuse_mlp_gelu(self.vision_model) + fuse_mlp_gelu(self.grounding_encoder.vision_encoder)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -97,6 +97,12 @@ class FinetuneConfig(BaseModel):
         "too: on an H100 a sa2va-4b step at micro-batch 16 took 13 % less with the LLM layers than with the encoders "
         "alone (benchmarks/results/train_profile.md), for a minute or two of compilation per launch; GPUs, ZeRO-2",
     )
+    fused_encoder_gelu: bool | None = Field(
+        None,
+        description="compute GELU inside the first matmul of the frozen image encoders' MLPs (cuBLASLt's epilogue: "
+        "the tanh form of GELU, at most 4.7e-4 from the exact GELU they were trained with) instead of as a pass of "
+        "its own; null: on GPUs",
+    )
     seed: int = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 

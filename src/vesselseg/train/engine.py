@@ -1,4 +1,5 @@
-"""DeepSpeed: the config built from a FinetuneConfig, the learning-rate schedule, and `deepspeed.initialize`.
+"""DeepSpeed: the config built from a FinetuneConfig, the learning-rate schedule, the model prepared as the config
+asks (checkpointing, fused encoder GELU, compiled blocks), and `deepspeed.initialize`.
 
 The optimizer is DeepSpeed's `AdamW` entry with `torch_adam`: torch's AdamW, fused into one kernel on GPUs and
 multi-tensor on the CPU (`fused_adam` overrides). It needs no JIT-compiled op, so CPU runs and fresh GPU machines
@@ -71,8 +72,21 @@ def warmup_steps(config: FinetuneConfig) -> int:
     return round(config.warmup_ratio * config.steps)
 
 
+def prepare_model(model: Sa2VAModel, config: FinetuneConfig, on_gpu: bool) -> None:
+    """What `config` asks of the model itself, in place: activation checkpointing, the fused encoder GELU and the
+    compiled blocks (the GELU's class swap first, so that compilation traces the fused forward)."""
+    if config.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if on_gpu if config.fused_encoder_gelu is None else config.fused_encoder_gelu:
+        model.fuse_encoder_gelu()
+    if config.torch_compile != "off":
+        model.compile_blocks(llm_layers=config.torch_compile == "encoders_and_llm")
+
+
 def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool) -> Any:
-    """The DeepSpeed engine around `model`, training only its parameters that require grad."""
+    """`model` prepared as `config` asks (`prepare_model`) inside a DeepSpeed engine that trains only its parameters
+    that require grad."""
+    prepare_model(model, config, on_gpu)
     warmup = warmup_steps(config)
 
     def schedule(optimizer: torch.optim.Optimizer) -> LambdaLR:

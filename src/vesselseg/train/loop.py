@@ -159,10 +159,6 @@ class Trainer:
             ref=self.job.base_model,
         )
         model = apply_training_recipe(model)
-        if config.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if config.torch_compile != "off":
-            model.compile_blocks(llm_layers=config.torch_compile == "encoders_and_llm")
         self.model_config = model.config
         self.engine = initialize(model, config, self.world, self.job.precision, self.device.type == "cuda")
 
