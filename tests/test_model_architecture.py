@@ -7,6 +7,7 @@ from transformers.models.internvl.modeling_internvl import InternVLModel
 
 from vesselseg.model import Sa2VAModel, Sa2VAProcessor, prompts
 from vesselseg.model.finetuning import apply_training_recipe, merge_lora
+from vesselseg.model.fused_gelu import GeluLinear
 from vesselseg.model.modeling import pixel_shuffle
 from vesselseg.model.presets import preset_config
 from vesselseg.model.tokenizer import build_tokenizer
@@ -193,6 +194,10 @@ def encoder_mlps(model: Sa2VAModel) -> list[torch.nn.Module]:
     return [m for encoder in encoders for m in encoder.modules() if type(m).__name__.endswith(("MLP", "FeedForward"))]
 
 
+def first_linears(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [getattr(m, "proj_in", None) or m.fc1 for m in encoder_mlps(model)]
+
+
 def test_fused_encoder_gelu_keeps_keys_and_outputs_and_trains(tokenizer):
     model, processor = tiny(tokenizer, **SA2VA_RECIPE)
     apply_training_recipe(model)
@@ -206,9 +211,9 @@ def test_fused_encoder_gelu_keeps_keys_and_outputs_and_trains(tokenizer):
     mlps = len(encoder_mlps(model))
     assert model.fuse_encoder_gelu() == mlps > 0
     assert list(model.state_dict()) == keys
-    assert all(type(m).__name__.startswith("FusedGelu") for m in encoder_mlps(model))
-    # The SAM2 mask decoder's MLPs (ReLU, trained) keep their class.
-    assert not any(type(m).__name__.startswith("FusedGelu") for m in model.grounding_encoder.mask_decoder.modules())
+    assert all(type(linear) is GeluLinear for linear in first_linears(model))
+    # The SAM2 mask decoder's MLPs (ReLU, trained) stay as they were.
+    assert not any(isinstance(m, GeluLinear) for m in model.grounding_encoder.mask_decoder.modules())
     with torch.no_grad(), CallCounter(torch._addmm_activation) as counter:
         got = [model.get_image_features(batch.pixel_values), *model.get_sam2_features(pixels)]
     assert counter.calls == mlps

@@ -151,6 +151,20 @@ def test_zero3_gives_the_zero2_curve_and_weights(
     assert any(not torch.equal(zero2[n], initial[n]) for n in zero2), "training changed no weight"
 
 
+def test_fused_encoder_gelu_trains_under_zero3_like_exact_gelu(dataset, store: ObjectStore, prefix: str) -> None:
+    """With frozen encoders the fused layers take their no-gradient path, where ZeRO-3 must still gather their
+    partitioned weights (the CPU computes exact GELU, so the two runs differ only by the matmuls' rounding)."""
+    frozen = {"freeze_vision_model": True, "freeze_sam2_encoder": True}
+    losses = {}
+    for fused in (True, False):
+        config = _config(
+            dataset, f"{prefix}/{fused}", cpu_processes=1, zero_stage=3, steps=2, val_every=None,
+            model_overrides=frozen, fused_encoder_gelu=fused,
+        )  # fmt: skip
+        losses[fused] = _losses(store, finetune.run(config, store))
+    _assert_same_curve(losses[True], losses[False], rel=1e-5)
+
+
 def test_one_rank_matches_two_ranks_with_the_same_global_batch(
     dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path
 ) -> None:

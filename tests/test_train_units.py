@@ -155,8 +155,8 @@ def test_the_encoder_gelu_is_fused_as_configured(setting: bool | None, on_gpu: b
 
     model = Sa2VAModel(preset_config("tiny", build_tokenizer()))
     prepare_model(model, FinetuneConfig(fused_encoder_gelu=setting), on_gpu)
-    mlp = model.grounding_encoder.vision_encoder.backbone.blocks[0].mlp
-    assert type(mlp).__name__ == ("FusedGeluSam2FeedForward" if fused else "Sam2FeedForward")
+    linear = model.grounding_encoder.vision_encoder.backbone.blocks[0].mlp.proj_in
+    assert type(linear).__name__ == ("GeluLinear" if fused else "Linear")
 
 
 @pytest.mark.parametrize(
