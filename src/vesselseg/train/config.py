@@ -101,7 +101,7 @@ class FinetuneConfig(BaseModel):
         None,
         description="compute GELU inside the first matmul of the frozen image encoders' MLPs (cuBLASLt's epilogue: "
         "the tanh form of GELU, at most 4.7e-4 from the exact GELU they were trained with) instead of as a pass of "
-        "its own; null: on GPUs",
+        "its own: on an H100 a sa2va-4b step took 4 % less (benchmarks/results/encoder_gelu.md); null: on GPUs",
     )
     seed: int = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
