@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,20 @@ def test_profile_times_every_part_and_phase() -> None:
         line = next(line for line in done.stdout.splitlines() if line.startswith(f"| {part} |"))
         assert float(line.split("|")[2]) > 0, line
     assert "forward" in done.stdout and "optimizer step" in done.stdout and "cumulative time" in done.stdout
+
+
+@pytest.mark.slow
+def test_encoder_gelu_times_both_variants_and_measures_their_error() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "encoder_gelu.py"), "--preset", "tiny", "--batch", "2",
+         "--rounds", "1", "--iterations", "2"],
+        env=ENV, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith(("| InternViT", "| SAM2"))]
+    encoders = ["InternViT", "InternViT", "SAM2 image encoder", "SAM2 image encoder"]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == list(zip(encoders, ["exact", "fused"] * 2))
+    assert all(float(r[2]) > 0 for r in rows)
+    # fp32 on the CPU, where the fused op computes exact GELU: both variants sit at the reference's rounding.
+    assert all(float(r[5]) < 1e-5 for r in rows), done.stdout
+    assert int(re.search(r"(\d+) MLPs fused", done.stdout).group(1)) > 0
