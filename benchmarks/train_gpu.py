@@ -197,6 +197,8 @@ def measure(
     The count runs on a model without activation checkpointing, which would count recomputation."""
     import torch.distributed as dist
 
+    from vesselseg.train.config import gpu_default
+
     world, rank = dist.get_world_size(), dist.get_rank()
     on_gpu = device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
@@ -247,7 +249,7 @@ def measure(
         "micro_batch": args.micro_batch,
         "accumulation": args.accumulation,
         "compile": args.compile,
-        "fused_gelu": {"auto": "on" if on_gpu else "off"}.get(args.fused_gelu, args.fused_gelu),
+        "fused_gelu": "on" if gpu_default(SWITCH[args.fused_gelu], on_gpu) else "off",
         "tiles": args.tiles,
         "tokens_per_sample": tokens // samples,
         "checkpointing": args.checkpointing,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from vesselseg.model import apply_training_recipe, prompts
+from vesselseg.model import Sa2VAModel, apply_training_recipe, build_tokenizer, preset_config, prompts
 from vesselseg.model.official import OfficialImportError
 from vesselseg.train import AugmentConfig, FinetuneConfig, TrainingError
 from vesselseg.train.base_model import (
@@ -150,9 +150,6 @@ def test_deepspeed_config_follows_the_finetune_config() -> None:
     [(None, False, False), (None, True, True), (False, True, False), (True, False, True)],
 )
 def test_the_encoder_gelu_is_fused_as_configured(setting: bool | None, on_gpu: bool, fused: bool) -> None:
-    from vesselseg.model import build_tokenizer, preset_config
-    from vesselseg.model.modeling import Sa2VAModel
-
     model = Sa2VAModel(preset_config("tiny", build_tokenizer()))
     prepare_model(model, FinetuneConfig(fused_encoder_gelu=setting), on_gpu)
     linear = model.grounding_encoder.vision_encoder.backbone.blocks[0].mlp.proj_in

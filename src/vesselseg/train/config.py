@@ -18,6 +18,12 @@ from vesselseg.train.errors import TrainingError
 
 Precision = Literal["bf16", "fp32"]
 
+
+def gpu_default(setting: bool | None, on_gpu: bool) -> bool:
+    """The value of a switch whose null means "on GPUs, off on the CPU" (`fused_adam`, `fused_encoder_gelu`)."""
+    return on_gpu if setting is None else setting
+
+
 # Fields that change neither the weights nor the published result: excluded from the run key.
 OPERATIONAL_FIELDS = frozenset(
     {"resume", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "cpu_processes", "gpus", "val_every"}

@@ -17,7 +17,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from vesselseg.model import Sa2VAModel
-from vesselseg.train.config import FinetuneConfig, Precision
+from vesselseg.train.config import FinetuneConfig, Precision, gpu_default
 
 # Printing DeepSpeed's own step lines would duplicate the JSONL log.
 _NEVER = 1 << 30
@@ -34,7 +34,7 @@ def deepspeed_config(config: FinetuneConfig, world_size: int, precision: Precisi
         zero["stage3_gather_16bit_weights_on_model_save"] = False
     # ZeRO hands the optimizer a few flat fp32 partitions, so the multi-tensor form gains nothing from batching
     # tensors and pays a pass over memory per operation: the fused kernel makes one.
-    fused = on_gpu if config.fused_adam is None else config.fused_adam
+    fused = gpu_default(config.fused_adam, on_gpu)
     optimizer_params: dict[str, Any] = {
         "lr": config.lr,
         "betas": list(config.betas),
@@ -77,7 +77,7 @@ def prepare_model(model: Sa2VAModel, config: FinetuneConfig, on_gpu: bool) -> No
     compiled blocks (the GELU's class swap first, so that compilation traces the fused forward)."""
     if config.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if on_gpu if config.fused_encoder_gelu is None else config.fused_encoder_gelu:
+    if gpu_default(config.fused_encoder_gelu, on_gpu):
         model.fuse_encoder_gelu()
     if config.torch_compile != "off":
         model.compile_blocks(llm_layers=config.torch_compile == "encoders_and_llm")
