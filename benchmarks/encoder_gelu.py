@@ -30,9 +30,10 @@ from machine import describe  # noqa: E402
 from train_gpu import PEAK_TFLOPS, build_model  # noqa: E402
 
 Encoder = Callable[[torch.nn.Module, torch.Tensor], list[torch.Tensor]]
-ENCODERS: dict[str, Encoder] = {
-    "InternViT": lambda m, x: [m.vision_model(pixel_values=x).last_hidden_state],
-    "SAM2 image encoder": lambda m, x: m.get_sam2_features(x),
+# Each encoder's input side (from the model's config) and its call.
+ENCODERS: dict[str, tuple[str, Encoder]] = {
+    "InternViT": ("tile_size", lambda m, x: [m.vision_model(pixel_values=x).last_hidden_state]),
+    "SAM2 image encoder": ("sam2_image_size", lambda m, x: m.get_sam2_features(x)),
 }
 
 
@@ -72,13 +73,12 @@ def main() -> None:
     swapped = fused.fuse_encoder_gelu()
     reference = copy.deepcopy(exact).float()
     generator = torch.Generator().manual_seed(0)
-    sizes = {"InternViT": exact.config.tile_size, "SAM2 image encoder": exact.config.sam2_image_size}
 
     print(describe())
     print(f"{args.preset}, {dtype}, batch {args.batch}, {swapped} MLPs fused, {args.rounds} × {args.iterations} calls")
     rows = []
-    for name, encoder in ENCODERS.items():
-        side = sizes[name]
+    for name, (size_field, encoder) in ENCODERS.items():
+        side = getattr(exact.config, size_field)
         pixels = torch.randn(args.batch, 3, side, side, generator=generator).to(device)
         inputs = pixels.to(dtype)
         with torch.no_grad():
