@@ -1,5 +1,6 @@
 # vesselseg: `make demo` runs the whole pipeline locally; `make test` runs the test suite.
-# Both install what they need first (`make setup`, idempotent).
+# Both install what they need first (`make setup`, idempotent). `make images` builds the container images and
+# `make demo RUNNER=docker` runs every task in its own container of them.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -17,8 +18,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+RUNNER ?= subprocess
+
 demo: setup
-	$(BIN)/vesselseg run-local
+	@if [ "$(RUNNER)" = docker ]; then docker/engine.sh start >/dev/null; fi
+	$(BIN)/vesselseg run-local --runner $(RUNNER)
 
 # Headless Chromium renders the HTML report in a test; Debian's package, installed when we are root.
 system-deps:
@@ -27,8 +31,10 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: install Debian's chromium package for the report screenshot test"; exit 1; fi; }
 
+# The container tier (tests/test_containers.py) installs and starts a Docker engine itself where it is root on
+# Debian, or reports itself skipped with the reason (-rs prints it).
 test: setup system-deps
-	VESSELSEG_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q
+	VESSELSEG_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -rs
 
 compile: setup
 	$(BIN)/vesselseg compile --out build/pipeline.yaml
@@ -39,14 +45,21 @@ store-up: setup
 store-down: setup
 	$(BIN)/vesselseg store down
 
-# --- cluster (see README "Run on Kubeflow"; needs Docker / a KFP host) ---
+# --- images and cluster (see README "Containers" and "Run on Kubeflow"; a KFP host for the cluster targets) ---
 CLUSTER_CONFIG ?= manifests/cluster-config.yaml
 RUN_ARGS ?=
 CRON ?= 0 0 3 * * 1
 .PHONY: images compile-cluster pipeline-upload run schedule
 
+# BASE=official (the Python image by tag from a registry) or BASE=debian (made from Debian packages: no registry);
+# IMAGES picks among cpu cuda trainjob. Where root on Debian, installs and starts a Docker engine first.
+BASE ?= official
+IMAGES ?= cpu cuda trainjob
+
 images:
-	docker/build-images.sh
+	docker/engine.sh install
+	docker/engine.sh start >/dev/null
+	BASE=$(BASE) IMAGES="$(IMAGES)" docker/build-images.sh
 
 compile-cluster: setup
 	set -a; [ ! -f build/images.env ] || . build/images.env; set +a; \

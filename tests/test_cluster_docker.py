@@ -1,4 +1,4 @@
-"""Dockerfiles: hadolint-clean, multi-stage, non-root, bases pinned by digest, no secrets, placeholders refused."""
+"""Dockerfiles: hadolint-clean, multi-stage, non-root, no entrypoint, base digest recorded, no secrets."""
 
 from __future__ import annotations
 
@@ -28,31 +28,31 @@ def test_hadolint_passes() -> None:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_images_are_multi_stage_non_root_and_pinned(dockerfile: Path) -> None:
+def test_images_are_multi_stage_non_root_without_entrypoint(dockerfile: Path) -> None:
     text = dockerfile.read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
     assert len(stages) >= 2
-    defaults = dict(re.findall(r"^ARG\s+(\w+_BASE)=(\S+)", text, re.M))
-    for base, _ in stages:
-        if base.startswith("${"):
-            assert re.search(r"@sha256:[0-9a-f]{64}$", defaults[base[2:-1]]), (
-                f"{dockerfile.name}: {base} not pinned by digest"
-            )
+    # The build reads the base's digest back and pins it (docker/build-images.sh); the image records it.
+    assert {base for base, _ in stages} <= {"${PYTHON_BASE}", "builder", "runtime"}, stages
+    assert "@sha256:" not in text, "bases by tag: the build pins the digest it reads back"
+    assert 'org.opencontainers.image.base.digest="${BASE_DIGEST}"' in text
     # Every stage that ships (not a builder) ends as uid 1000.
     for block in re.split(r"^FROM ", text, flags=re.M)[1:]:
-        if " AS builder" not in block.splitlines()[0]:
+        if not block.splitlines()[0].endswith("builder"):
             users = re.findall(r"^USER\s+(\S+)", block, re.M)
             assert users and users[-1] == "1000", (
                 f"{dockerfile.name}: stage {block.splitlines()[0]} does not end non-root"
+            )
+            # KFP runs a component's command as the container's command: an entrypoint would prefix it.
+            assert not re.search(r"^ENTRYPOINT", block, re.M), (
+                f"{dockerfile.name}: stage {block.splitlines()[0]} has an ENTRYPOINT"
             )
     assert not re.search(r"^(ENV|ARG)\s+\S*(PASSWORD|SECRET|TOKEN|ACCESS_KEY)\S*=", text, re.M | re.I)
     assert "9.0a" not in text.replace("`9.0a`", ""), "DeepSpeed's op builder cannot parse the 'a' suffix"
 
 
-def test_build_script_refuses_placeholder_base_digests(tmp_path: Path) -> None:
-    env_file = (ROOT / "docker" / "base-images.env").read_text()
-    assert env_file.count("@sha256:" + "0" * 64) == 3
-    # A PATH with bash but no docker, git or sed: the script must stop before it needs any of them.
+def test_build_script_without_a_docker_engine_says_how_to_get_one(tmp_path: Path) -> None:
+    # A PATH with bash but no docker: the script must stop before it builds anything.
     (tmp_path / "bash").symlink_to(shutil.which("bash"))
     done = subprocess.run(
         ["bash", str(ROOT / "docker" / "build-images.sh")],
@@ -61,9 +61,11 @@ def test_build_script_refuses_placeholder_base_digests(tmp_path: Path) -> None:
         timeout=60,
         env={"PATH": str(tmp_path)},
     )
-    assert done.returncode == 2 and "placeholder" in done.stderr
+    assert done.returncode == 2 and "no Docker engine answers" in done.stderr and "docker.io" in done.stderr
 
 
 def test_dockerignore_sends_only_what_the_images_install() -> None:
     lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
-    assert lines[0] == "**" and {"!requirements.lock", "!pyproject.toml", "!README.md", "!src/"} <= set(lines)
+    assert lines[0] == "**" and {"!requirements.lock", "!pyproject.toml", "!README.md", "!src/", "!build/pip/"} <= set(
+        lines
+    )

@@ -43,7 +43,15 @@ def _stage(args: argparse.Namespace) -> int:
 def _run_local(args: argparse.Namespace) -> int:
     from vesselseg.local_run import run_local
 
-    run_local(pipeline_file=args.pipeline, overrides=args.set, out_dir=args.out, cache=not args.no_cache)
+    run_local(
+        pipeline_file=args.pipeline,
+        overrides=args.set,
+        out_dir=args.out,
+        cache=not args.no_cache,
+        runner=args.runner,
+        image_cpu=args.image_cpu,
+        image_gpu=args.image_gpu,
+    )
     return 0
 
 
@@ -75,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
     local.add_argument("--out", type=Path, default=Path("runs"), help="where the run's summary and report go")
     local.add_argument("--no-cache", action="store_true", help="re-run every task")
+    local.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="run each task in this interpreter (default) or in its own container of the project's images",
+    )
+    local.add_argument("--image-cpu", help="docker runner: the CPU image (default: build/images.env's)")
+    local.add_argument("--image-gpu", help="docker runner: the image of finetune and infer (default: the CPU image)")
     local.set_defaults(func=_run_local)
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
