@@ -4,14 +4,13 @@
 # Debian's Python 3.11 goes on top in a container (where its packages configure as on any Debian). Prints the
 # image's reference. Reuses the image when it exists, else the root file system's tarball cached under
 # $VESSELSEG_CACHE (default ~/.cache/vesselseg), so a machine that keeps either pays debootstrap once.
-#   docker/debian-base.sh [image-tag]       (default vesselseg-base:bookworm-python3.11)
+#   docker/debian-base.sh [image-tag]       (default vesselseg-base:bookworm-python3.11-<hash of the package list>)
 # MIRROR overrides the Debian mirror; by default the first one apt's own sources name for Debian.
 set -euo pipefail
 
-TAG="${1:-vesselseg-base:bookworm-python3.11}"
 SUITE=bookworm
-# libgomp1: DeepSpeed's prebuilt CPU communication op links OpenMP (see Dockerfile.cpu).
-PACKAGES="python3.11 python3.11-venv python-is-python3 libgomp1"
+PACKAGES="python3.11 python3.11-venv python-is-python3"
+TAG="${1:-vesselseg-base:$SUITE-python3.11-$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-8)}"
 CACHE="${VESSELSEG_CACHE:-${HOME:-/root}/.cache/vesselseg}"
 
 if docker image inspect "$TAG" >/dev/null 2>&1; then

@@ -213,3 +213,32 @@ def test_without_a_docker_engine_the_run_says_how_to_get_one(tmp_path: Path) -> 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no Docker engine answers" in lines[0] and "apt-get install docker.io" in lines[0]
     assert not home.exists(), "nothing starts before the engine is found"
+
+
+def test_cuda_image_imports_everything_without_a_gpu_and_prints_stage_help(engine: None) -> None:
+    """The CUDA image is a multi-GB download, so this runs where it was built (`make images IMAGES=cuda`)."""
+    built = _env_file(ROOT / "build" / "images.env") if (ROOT / "build" / "images.env").exists() else {}
+    image = os.environ.get("VESSELSEG_LOCAL_IMAGE_GPU") or built.get("VESSELSEG_LOCAL_IMAGE_GPU")
+    if not image or subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.skip("no CUDA image built here: make images BASE=debian IMAGES=cuda (several GB of CUDA wheels)")
+    probe = _in_image(
+        image,
+        "python",
+        "-c",
+        "import torch, deepspeed, transformers, vesselseg; "
+        "print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), deepspeed.__version__)",
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    torch_version, cuda, available, deepspeed_version = probe.stdout.split()[-4:]
+    lock = _lock()
+    assert torch_version.split("+")[0] == lock["torch"].split("+")[0] and deepspeed_version == lock["deepspeed"]
+    assert cuda != "None" and available == "False", probe.stdout
+    print(f"CUDA image: torch {torch_version} built for CUDA {cuda}")
+    freeze = _in_image(image, "python", "-m", "pip", "freeze", "--exclude", "vesselseg")
+    installed = {name.lower().replace("_", "-"): v for name, v in (line.split("==") for line in freeze.stdout.split())}
+    assert {name: installed.get(name) for name in lock if name != "torch"} == {
+        n: v for n, v in lock.items() if n != "torch"
+    }
+    for stage in ("finetune", "infer"):
+        done = _in_image(image, "vesselseg", stage, "--help")
+        assert done.returncode == 0 and f"usage: vesselseg {stage}" in done.stdout, done.stdout + done.stderr

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,17 +113,24 @@ def _task_of(command: list[str]) -> str:
 
 @contextmanager
 def recording_containers(env: dict[str, str]) -> Iterator[list[TaskContainer]]:
-    """While active, DockerRunner tasks get `env` and are recorded in the yielded list, in the order they end."""
+    """While active, DockerRunner tasks get `env` and are recorded in the yielded list, in the order they end.
+    A run that stops early (an error, Ctrl-C, SIGTERM) removes the containers it started."""
     from kfp.local import docker_task_handler
 
     records: list[TaskContainer] = []
+    run_label = {"vesselseg.run": uuid.uuid4().hex}
 
     def run_container(client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any) -> int:
         task = _task_of(command)
         started = time.perf_counter()
         run_args["environment"] = {**env, **(run_args.get("environment") or {})}
         container = client.containers.run(
-            image=image, command=command, detach=True, volumes=volumes, labels={"vesselseg.task": task}, **run_args
+            image=image,
+            command=command,
+            detach=True,
+            volumes=volumes,
+            labels={"vesselseg.task": task, **run_label},
+            **run_args,
         )
         try:
             for chunk in container.logs(stream=True, follow=True):
@@ -144,9 +154,22 @@ def recording_containers(env: dict[str, str]) -> Iterator[list[TaskContainer]]:
             print(f"task {task} exited with {exit_code} in container {container.id[:12]} of {image}", file=sys.stderr)
         return exit_code
 
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
     original = docker_task_handler.run_docker_container
     docker_task_handler.run_docker_container = run_container
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:
         yield records
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         docker_task_handler.run_docker_container = original
+        client = docker_client()
+        for container in client.containers.list(
+            all=True, filters={"label": f"vesselseg.run={run_label['vesselseg.run']}"}
+        ):
+            container.remove(force=True)
+        client.close()
