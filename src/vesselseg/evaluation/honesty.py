@@ -14,6 +14,21 @@ from vesselseg.metrics import level
 from vesselseg.predictions import PredictionSet
 
 
+# One line per check, for readers of the report: what a pass guarantees.
+EXPLANATIONS = {
+    "train_test_overlap": "no scored image's pixels also appear in the training split",
+    "threshold_on_scored_split": "the decision threshold is chosen on another split than the one scored",
+    "prediction_identical_to_truth": "no prediction equals its ground truth bit for bit",
+    "truth_in_provenance": "the predictor's own record of files it read lists no scored ground truth",
+    "missing_predictions": "every scored image has a prediction (none left out to flatter the mean)",
+    "size_mismatch": "every prediction has its image's native size (nothing resized before scoring)",
+    "subset_of_truth": "not every image has precision exactly 1.0 (what ground truth shrunk, e.g. eroded, gives)",
+    "superset_of_truth": "not every image has recall exactly 1.0 (what ground truth grown, e.g. dilated, gives)",
+    "beyond_human_agreement": "agreement with the truth stays below what two human annotators reach",
+    "noise_like_errors": "errors are not mostly isolated single pixels (what noise sprinkled on the truth gives)",
+}
+
+
 class HonestyCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
