@@ -18,4 +18,6 @@ def evaluate(
     """Score the model and the baseline on the test split beside all-background/all-foreground, with honesty checks."""
     from vesselseg.kfp_glue import run_evaluate
 
-    run_evaluate(dataset, test_labels, [model_predictions, baseline_predictions], overrides, evaluation, summary, metrics, roc)
+    run_evaluate(
+        dataset, test_labels, [model_predictions, baseline_predictions], overrides, evaluation, summary, metrics, roc
+    )

@@ -22,5 +22,11 @@ def visualize(
     run_visualize(
         dataset,
         test_labels,
-        [model_predictions, baseline_predictions], evaluation, training, overrides, report, html, markdown
+        [model_predictions, baseline_predictions],
+        evaluation,
+        training,
+        overrides,
+        report,
+        html,
+        markdown,
     )

@@ -55,7 +55,8 @@ class PreparedDataset:
         theirs = json.loads((folder / "fingerprint.json").read_text()).get("fingerprint")
         if mine != theirs:
             raise DataError(
-                f"the test labels in {folder} belong to dataset {str(theirs)[:16]}, not to {str(mine)[:16]} ({self.root})"
+                f"the test labels in {folder} belong to dataset {str(theirs)[:16]}, "
+                f"not to {str(mine)[:16]} ({self.root})"
             )
         test_ids = set(index.loc[index["split"] == TEST_SPLIT, "sample_id"])
         if set(labels["sample_id"]) != test_ids:

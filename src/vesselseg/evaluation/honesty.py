@@ -13,7 +13,6 @@ from vesselseg.data import PreparedDataset
 from vesselseg.metrics import level
 from vesselseg.predictions import PredictionSet
 
-
 # One line per check, for readers of the report: what a pass guarantees.
 EXPLANATIONS = {
     "train_test_overlap": "no scored image's pixels also appear in the training split",

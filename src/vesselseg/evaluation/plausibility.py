@@ -129,7 +129,9 @@ def plausibility_checks(
     noisy = errors >= config.min_error_pixels and share > config.stray_error_share
 
     def check(check_name: str, failed: bool, bad: str, good: str) -> HonestyCheck:
-        return HonestyCheck(name=check_name, predictor=name, passed=not failed, detail=TOO_GOOD + bad if failed else good)
+        return HonestyCheck(
+            name=check_name, predictor=name, passed=not failed, detail=TOO_GOOD + bad if failed else good
+        )
 
     return [
         check(
@@ -141,8 +143,7 @@ def plausibility_checks(
         check(
             "superset_of_truth",
             superset,
-            f"recall exactly 1.0 on all {n} images ({true} truth pixels, not one missed) without predicting "
-            "everything",
+            f"recall exactly 1.0 on all {n} images ({true} truth pixels, not one missed) without predicting everything",
             f"{sum(a.fn > 0 for a in images)} of {n} images have false negatives (recall < 1)",
         ),
         check(

@@ -46,7 +46,11 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         summary = evaluate(dataset, sets, config.evaluate, scratch / "out")
         scored = time.perf_counter()
         labels = {"test_labels": labels_ref} if labels_ref is not None else {}
-        inputs = {"dataset": dataset_ref, **labels, **{f"predictions:{s.info.name}": r for s, r in zip(sets, prediction_refs)}}
+        inputs = {
+            "dataset": dataset_ref,
+            **labels,
+            **{f"predictions:{s.info.name}": r for s, r in zip(sets, prediction_refs)},
+        }
         key = content_key(config.evaluate.model_dump(mode="json"), sorted(r.manifest_sha256 for r in inputs.values()))
         ref, _ = publish_dir(
             store,

@@ -80,7 +80,13 @@ def _test_label_access(store: ObjectStore, refs: dict[str, InputRef], labels: In
         try:
             manifest = read_manifest(store, ref)
         except StorageError as err:
-            tasks[ref.uri] = {"stage": "?", "artifact": ref.uri, "inputs": [], "read_test_labels": None, "note": str(err)}
+            tasks[ref.uri] = {
+                "stage": "?",
+                "artifact": ref.uri,
+                "inputs": [],
+                "read_test_labels": None,
+                "note": str(err),
+            }
             continue
         reads = any(i.uri.startswith(f"s3://{labels_store.bucket}/") for i in manifest.inputs.values())
         tasks[ref.uri] = {
