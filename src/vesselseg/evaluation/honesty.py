@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from vesselseg.data import PreparedDataset
+from vesselseg.data.prepare import TEST_LABELS_DIR
 from vesselseg.metrics import level
 from vesselseg.predictions import PredictionSet
 
@@ -70,7 +71,9 @@ def truth_in_provenance(dataset: PreparedDataset, preds: PredictionSet, split: s
     for column in ("mask", "mask_2nd"):
         if column in dataset.index:
             rows = dataset.index[dataset.index["split"] == split][column]
+            # As the dataset names them, and as the test-label artifact does (without its folder).
             truth_files.update(str(path) for path in rows.dropna())
+            truth_files.update(str(path).removeprefix(f"{TEST_LABELS_DIR}/") for path in rows.dropna())
     read = set(preds.info.read_files)
     leaked = sorted(read & truth_files)
     if not read:
