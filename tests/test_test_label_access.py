@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vesselseg.errors import StorageError
 from vesselseg.stages import baseline, data_prep, evaluate
@@ -123,3 +124,22 @@ def test_only_the_test_label_identity_reads_the_test_labels(
         evaluate.Config(dataset=prep.dataset, test_labels=prep.test_labels, predictions=[frangi.predictions]), pipeline
     )
     assert all(check.passed for check in scored.summary.honesty)
+
+
+def test_shipped_secret_and_identities_agree_with_the_cluster_config() -> None:
+    from vesselseg.cluster.platform import ClusterConfig
+
+    wiring = ClusterConfig().object_store
+    secret = yaml.safe_load((ROOT / "manifests" / "base" / "test-labels-secret.yaml").read_text())
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == wiring.test_labels_secret_name
+    assert set(secret["stringData"]) == {wiring.access_key_key, wiring.secret_key_key}
+    assert all(v.startswith("REPLACE_WITH_") for v in secret["stringData"].values()), "only placeholders"
+    assert (
+        "test-labels-secret.yaml"
+        in yaml.safe_load((ROOT / "manifests/base/kustomization.yaml").read_text())["resources"]
+    )
+    identities = json.loads((ROOT / "manifests" / "seaweedfs-identities.json").read_text())["identities"]
+    buckets = {i["name"]: {a.partition(":")[2] for a in i["actions"]} for i in identities}
+    # Every action is scoped to one bucket: an unscoped `Read` would open the test labels to every task.
+    assert buckets == {"vesselseg": {wiring.bucket}, "vesselseg-test-labels": {wiring.test_labels_bucket}}
+    assert LabelStoreSettings().bucket == wiring.test_labels_bucket
