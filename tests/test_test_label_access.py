@@ -143,3 +143,10 @@ def test_shipped_secret_and_identities_agree_with_the_cluster_config() -> None:
     # Every action is scoped to one bucket: an unscoped `Read` would open the test labels to every task.
     assert buckets == {"vesselseg": {wiring.bucket}, "vesselseg-test-labels": {wiring.test_labels_bucket}}
     assert LabelStoreSettings().bucket == wiring.test_labels_bucket
+
+
+def test_one_test_label_key_without_the_other_is_an_error() -> None:
+    with pytest.raises(ValueError, match="set both VESSELSEG_TEST_LABELS_ACCESS_KEY and VESSELSEG_TEST_LABELS_SECRET"):
+        LabelStoreSettings.from_env({"VESSELSEG_TEST_LABELS_ACCESS_KEY": "labelkey"})
+    settings = LabelStoreSettings.from_env({"VESSELSEG_TEST_LABELS_BUCKET": "other-labels"})
+    assert (settings.bucket, settings.access_key, settings.secret_key) == ("other-labels", None, None)

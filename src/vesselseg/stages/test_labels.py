@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vesselseg.storage import ObjectStore
 
@@ -27,6 +27,13 @@ class LabelStoreSettings(BaseModel):
     access_key: str | None = None
     secret_key: str | None = Field(None, repr=False)
 
+    @model_validator(mode="after")
+    def _both_keys_or_neither(self) -> LabelStoreSettings:
+        # One key alone would silently fall back to the pipeline identity, which cannot read the labels.
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError(f"set both {ENV_PREFIX}ACCESS_KEY and {ENV_PREFIX}SECRET_KEY, or neither")
+        return self
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LabelStoreSettings:
         env = dict(os.environ if env is None else env)
@@ -39,6 +46,6 @@ def label_store(store: ObjectStore, settings: LabelStoreSettings | None = None) 
     """A client for the test-label bucket on `store`'s endpoint, with the test-label identity where one is set."""
     settings = settings or LabelStoreSettings.from_env()
     update: dict[str, object] = {"bucket": settings.bucket}
-    if settings.access_key and settings.secret_key:
+    if settings.access_key is not None and settings.secret_key is not None:
         update |= {"access_key": settings.access_key, "secret_key": settings.secret_key}
     return ObjectStore(store.settings.model_copy(update=update))
