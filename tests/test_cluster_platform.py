@@ -94,8 +94,9 @@ def test_every_task_of_the_real_pipeline_is_wired_as_configured(tmp_path: Path) 
         assert env["VESSELSEG_S3_ENDPOINT"] == "seaweedfs.kubeflow.svc.cluster.local:8333"
         assert env["VESSELSEG_S3_BUCKET"] == "mlpipeline" and env["VESSELSEG_S3_SECURE"] == "false"
         assert all(env[k] == v for k, v in want.env.items()), stage
-        [secret] = k8s["secretAsEnv"]
+        secret, *labels = k8s["secretAsEnv"]
         assert secret["secretName"] == "store-keys"
+        assert [s["secretName"] for s in labels] == (["vesselseg-s3-test-labels"] if want.test_labels else []), stage
         assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
             ("accesskey", "VESSELSEG_S3_ACCESS_KEY"),
             ("secretkey", "VESSELSEG_S3_SECRET_KEY"),

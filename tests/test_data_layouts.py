@@ -251,7 +251,11 @@ def test_prepare_drive_keeps_official_split_and_second_annotator(tmp_path):
     assert ds.ids("test") == ["01_test", "02_test"]
     assert np.array_equal(ds.mask_2nd("02_test"), fundus(52).mask)
     assert ds.mask_2nd("21_training") is None
-    assert sorted(p.name for p in (tmp_path / "out" / "masks_2nd").iterdir()) == ["01_test.png", "02_test.png"]
+    # The test split's second annotator is test ground truth: it lives with the test labels.
+    assert sorted(p.name for p in (tmp_path / "out" / "test_labels" / "masks_2nd").iterdir()) == [
+        "01_test.png",
+        "02_test.png",
+    ]
     assert ds.stats["test"]["fov_source"] == "given"
 
     # The fingerprint hashes contents, not where the folder happens to be.

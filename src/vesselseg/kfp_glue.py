@@ -49,7 +49,10 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_data_prep(source: str, seed: int, overrides: dict[str, Any], dataset: KfpArtifact) -> None:
+def run_data_prep(
+    source: str, seed: int, overrides: dict[str, Any], dataset: KfpArtifact, test_labels: KfpArtifact
+) -> None:
+    """Two outputs: the dataset every later task may read, and the test split's ground truth for the scorers only."""
     from vesselseg.stages import data_prep
 
     _logging()
@@ -63,6 +66,7 @@ def run_data_prep(source: str, seed: int, overrides: dict[str, Any], dataset: Kf
         fingerprint=result.summary.fingerprint,
         splits=json.dumps({name: stats.n_images for name, stats in result.summary.splits.items()}),
     )
+    write_ref(test_labels, result.test_labels, fingerprint=result.summary.fingerprint, split="test")
 
 
 def run_baseline(dataset: KfpArtifact, overrides: dict[str, Any], predictions: KfpArtifact) -> None:
@@ -76,6 +80,7 @@ def run_baseline(dataset: KfpArtifact, overrides: dict[str, Any], predictions: K
 
 def run_evaluate(
     dataset: KfpArtifact,
+    test_labels: KfpArtifact,
     predictions: list[KfpArtifact],
     overrides: dict[str, Any],
     evaluation: KfpArtifact,
@@ -89,7 +94,11 @@ def run_evaluate(
     _logging()
     config = evaluate.Config.model_validate(
         deep_merge(
-            {"dataset": read_ref(dataset).model_dump(), "predictions": [read_ref(p).model_dump() for p in predictions]},
+            {
+                "dataset": read_ref(dataset).model_dump(),
+                "test_labels": read_ref(test_labels).model_dump(),
+                "predictions": [read_ref(p).model_dump() for p in predictions],
+            },
             overrides,
         )
     )
@@ -137,6 +146,7 @@ def _log_classification(evaluation: InputRef, predictor: str, roc: Any) -> None:
 
 def run_visualize(
     dataset: KfpArtifact,
+    test_labels: KfpArtifact,
     predictions: list[KfpArtifact],
     evaluation: KfpArtifact,
     training: KfpArtifact | None,
@@ -154,6 +164,7 @@ def run_visualize(
         deep_merge(
             {
                 "dataset": read_ref(dataset).model_dump(),
+                "test_labels": read_ref(test_labels).model_dump(),
                 "predictions": [read_ref(p).model_dump() for p in predictions],
                 "evaluation": read_ref(evaluation).model_dump(),
                 "training": read_ref(training).model_dump() if training is not None else None,

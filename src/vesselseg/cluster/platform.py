@@ -37,6 +37,9 @@ QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 # (manifests/kustomize/third-party/seaweedfs in kubeflow/pipelines; `minio-service:9000` is an alias).
 SEAWEEDFS_ENDPOINT = "seaweedfs.kubeflow.svc.cluster.local:8333"
 PART_OF = "vesselseg"
+# `vesselseg.stages.test_labels` reads these (the library's cluster layer does not import the stage layer).
+TEST_LABELS_ENV_PREFIX = "VESSELSEG_TEST_LABELS_"
+TEST_LABELS_OUTPUT = "test_labels"
 
 
 class ClusterConfigError(VesselsegError, ValueError):
@@ -98,6 +101,11 @@ class StageSpec(BaseModel):
     timeout_s: int | None = Field(None, ge=1, description="activeDeadlineSeconds of the pod")
     retry: Retry | None = Field(default_factory=Retry)
     caching: bool = True
+    test_labels: bool = Field(
+        False,
+        description="mount the test-label identity's keys: only for stages whose task writes or receives the "
+        "test_labels artifact in the DAG (compiling refuses any other)",
+    )
     launcher: Literal["pod", "trainjob"] = Field(
         "pod", description="`trainjob`: the task pod only launches and waits for a Kubeflow Trainer TrainJob"
     )
@@ -114,7 +122,13 @@ _GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoS
 
 # The built-in per-stage table. A new stage needs one line here (or in the YAML's `stages:`).
 DEFAULT_STAGES: dict[str, dict[str, Any]] = {
-    "data-prep": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    "data-prep": {
+        "cpu_request": "2",
+        "memory_request": "4Gi",
+        "memory_limit": "8Gi",
+        "timeout_s": 3600,
+        "test_labels": True,
+    },
     "baseline": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
     "finetune": {
         "image": "gpu",
@@ -147,8 +161,20 @@ DEFAULT_STAGES: dict[str, dict[str, Any]] = {
         "shm_size": "32Gi",
         "timeout_s": 12 * 3600,
     },
-    "evaluate": {"cpu_request": "4", "memory_request": "8Gi", "memory_limit": "16Gi", "timeout_s": 3 * 3600},
-    "visualize": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    "evaluate": {
+        "cpu_request": "4",
+        "memory_request": "8Gi",
+        "memory_limit": "16Gi",
+        "timeout_s": 3 * 3600,
+        "test_labels": True,
+    },
+    "visualize": {
+        "cpu_request": "2",
+        "memory_request": "4Gi",
+        "memory_limit": "8Gi",
+        "timeout_s": 3600,
+        "test_labels": True,
+    },
     # The gate reads the mutable champion record: never served from cache, never retried blindly.
     "promote": {
         "cpu_request": "500m",
@@ -212,6 +238,17 @@ class ObjectStoreWiring(BaseModel):
     def secret_env(self) -> dict[str, str]:
         """Secret key → environment variable, as `use_secret_as_env` wants it."""
         return {self.access_key_key: ENV_PREFIX + "ACCESS_KEY", self.secret_key_key: ENV_PREFIX + "SECRET_KEY"}
+
+    # The test split's ground truth lives in its own bucket, readable only with a second identity's keys
+    # (manifests/base/test-labels-secret.yaml); the keys above must not open that bucket.
+    test_labels_bucket: str = "vesselseg-test-labels"
+    test_labels_secret_name: str = "vesselseg-s3-test-labels"
+
+    def test_labels_secret_env(self) -> dict[str, str]:
+        return {
+            self.access_key_key: TEST_LABELS_ENV_PREFIX + "ACCESS_KEY",
+            self.secret_key_key: TEST_LABELS_ENV_PREFIX + "SECRET_KEY",
+        }
 
 
 class TrainJobSettings(BaseModel):
@@ -342,6 +379,13 @@ def apply_platform(task: T, stage: str) -> T:
     kubernetes.use_secret_as_env(
         task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env()
     )
+    if spec.test_labels:
+        task.set_env_variable(TEST_LABELS_ENV_PREFIX + "BUCKET", config.object_store.test_labels_bucket)  # type: ignore[attr-defined]
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=config.object_store.test_labels_secret_name,
+            secret_key_to_env=config.object_store.test_labels_secret_env(),
+        )
     if config.images.pull_secrets:
         kubernetes.set_image_pull_secrets(task, config.images.pull_secrets)
     kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", PART_OF)
@@ -422,5 +466,41 @@ def check_compiled(path: Path, config: ClusterConfig) -> None:
                 f"(no Secret {config.object_store.secret_name!r} as env): "
                 "call apply_platform(task, '<stage>') on its task in pipeline.py"
             )
+    problems += _label_secret_problems(spec, k8s, config)
     if problems:
         raise ClusterConfigError("; ".join(problems))
+
+
+def label_producers_and_consumers(spec: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(tasks whose component outputs `test_labels`, tasks that take such an output as an input) in the DAG."""
+    tasks = spec["root"]["dag"]["tasks"]
+    producers = {
+        name
+        for name, task in tasks.items()
+        if TEST_LABELS_OUTPUT
+        in spec["components"][task["componentRef"]["name"]].get("outputDefinitions", {}).get("artifacts", {})
+    }
+    consumers = {
+        name
+        for name, task in tasks.items()
+        for argument in task.get("inputs", {}).get("artifacts", {}).values()
+        if argument.get("taskOutputArtifact", {}).get("producerTask") in producers
+        and argument["taskOutputArtifact"].get("outputArtifactKey") == TEST_LABELS_OUTPUT
+    }
+    return producers, consumers
+
+
+def _label_secret_problems(spec: dict[str, Any], k8s: dict[str, Any], config: ClusterConfig) -> list[str]:
+    """The test-label keys go only to tasks that write or receive the test labels in the DAG."""
+    producers, consumers = label_producers_and_consumers(spec)
+    problems = []
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+        secrets = {s.get("secretName") for s in k8s.get(executor, {}).get("secretAsEnv", [])}
+        if config.object_store.test_labels_secret_name in secrets and name not in producers | consumers:
+            problems.append(
+                f"task {name!r} would mount the test-label keys (Secret "
+                f"{config.object_store.test_labels_secret_name!r}) but neither writes nor receives the test_labels "
+                "artifact: set its stage's test_labels to false"
+            )
+    return problems
