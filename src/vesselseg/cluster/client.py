@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.errors import VesselsegError
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class KfpAuthError(KfpError):
     """The KFP API refused the credentials (HTTP 401/403)."""
 
 
-class KfpTarget(BaseModel):
+class KfpTarget(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(description="KFP API base URL, e.g. http://localhost:8080 after a port-forward")
@@ -58,7 +59,7 @@ class KfpTarget(BaseModel):
     token: str | None = Field(None, repr=False)
     token_path: Path | None = None
     verify_ssl: bool = True
-    timeout_s: float = Field(10.0, gt=0, description="for the reachability probe")
+    timeout_s: float = Field(10.0, gt=0, le=600, description="for the reachability probe")
 
     @field_validator("host")
     @classmethod
@@ -101,7 +102,7 @@ class UploadResult(BaseModel):
     created_pipeline: bool
 
 
-class Schedule(BaseModel):
+class Schedule(ConfigModel):
     """A recurring run: 6-field cron, one run at a time, no back-filling of missed slots."""
 
     model_config = ConfigDict(extra="forbid")

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from vesselseg.config import ConfigError, load_config
+from vesselseg.config import ConfigError, ConfigModel, load_config
 from vesselseg.errors import VesselsegError
 from vesselseg.storage.settings import ENV_PREFIX
 
@@ -47,17 +47,17 @@ class UnpinnedImageError(ClusterConfigError):
     """An image reference has no `@sha256:` digest while compiling for a cluster."""
 
 
-class Toleration(BaseModel):
+class Toleration(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str
     operator: Literal["Exists", "Equal"] = "Exists"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, ge=0)
 
 
-class Retry(BaseModel):
+class Retry(ConfigModel):
     """KFP retry policy: transient failures (node loss, preemption, store hiccups) get another attempt.
 
     Safe because every stage is idempotent: it re-publishes its artifact and writes the manifest last.
@@ -67,18 +67,18 @@ class Retry(BaseModel):
 
     num_retries: int = Field(2, ge=0)
     backoff_s: int = Field(30, ge=0, description="wait before the first retry")
-    factor: float = Field(2.0, ge=1.0, description="each further wait is this many times longer")
+    factor: float = Field(2.0, ge=1.0, le=10, description="each further wait is this many times longer")
     max_duration_s: int = Field(3600, ge=1, description="stop retrying this long after the first failure")
 
 
-class PvcMount(BaseModel):
+class PvcMount(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     claim: str = Field(description="PersistentVolumeClaim name in the run's namespace")
     mount_path: str
 
 
-class StageSpec(BaseModel):
+class StageSpec(ConfigModel):
     """How one stage runs on the cluster."""
 
     model_config = ConfigDict(extra="forbid")
@@ -170,7 +170,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class Images(BaseModel):
+class Images(ConfigModel):
     """The project's images; `VESSELSEG_IMAGE_CPU|GPU|TRAINJOB` fill what the YAML leaves out.
 
     `trainjob` is the CUDA image's `trainjob` target (adds OpenMPI and sshd for Kubeflow Trainer's runtime).
@@ -190,7 +190,7 @@ class Images(BaseModel):
     pull_secrets: list[str] = Field(default_factory=list)
 
 
-class ObjectStoreWiring(BaseModel):
+class ObjectStoreWiring(ConfigModel):
     """Where task pods find the object store, and the Secret holding its keys (never baked into an image)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -214,7 +214,7 @@ class ObjectStoreWiring(BaseModel):
         return {self.access_key_key: ENV_PREFIX + "ACCESS_KEY", self.secret_key_key: ENV_PREFIX + "SECRET_KEY"}
 
 
-class TrainJobSettings(BaseModel):
+class TrainJobSettings(ConfigModel):
     """Kubeflow Trainer (≥ v2.2, `trainer.kubeflow.org/v1alpha1`) for stages whose `launcher` is `trainjob`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -224,11 +224,11 @@ class TrainJobSettings(BaseModel):
     runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "TrainingRuntime"
     num_nodes: int = Field(2, ge=1)
     namespace: str | None = Field(None, description="default: the namespace of the task pod that launches it")
-    poll_s: float = Field(30.0, gt=0)
+    poll_s: float = Field(30.0, gt=0, le=3600)
     result_prefix: str = Field("vesselseg/trainjobs", description="rank 0 writes <prefix>/<job>/result.json")
 
 
-class ClusterConfig(BaseModel):
+class ClusterConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     images: Images = Field(default_factory=Images)

@@ -42,6 +42,7 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.data.annotations import annotation_entry, write_annotations
 from vesselseg.data.layouts import Layout, LayoutChoice, detect_layout, read_layout
 from vesselseg.data.loading import load_sample
@@ -60,7 +61,7 @@ INDEX_COLUMNS = (
 )  # fmt: skip
 
 
-class DataPrepConfig(BaseModel):
+class DataPrepConfig(ConfigModel):
     """What to prepare: the synthetic dataset or a local folder (in ``layout``), how to split it, and
     the referring expression written into the annotations."""
 

@@ -7,6 +7,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.data import DataPrepConfig, DatasetSummary, prepare_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, publish_dir
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 NAME = "data-prep"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     data: DataPrepConfig = Field(default_factory=DataPrepConfig)

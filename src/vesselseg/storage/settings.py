@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from vesselseg.config import ConfigModel
 
 ENV_PREFIX = "VESSELSEG_S3_"
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(ConfigModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     endpoint: str = Field("127.0.0.1:9000", description="host:port of the S3 API, no scheme")
@@ -23,9 +25,9 @@ class StoreSettings(BaseModel):
     bucket: str = "mlpipeline"
     secure: bool = Field(False, description="use TLS")
     region: str | None = None
-    part_size_mb: int = Field(16, ge=5, description="multipart part size; S3 needs at least 5 MiB")
-    retries: int = Field(4, ge=0, description="attempts after the first for transient errors")
-    backoff_s: float = Field(0.5, gt=0, description="first retry delay; doubles each attempt")
+    part_size_mb: int = Field(16, ge=5, le=5120, description="multipart part size; S3 allows 5 MiB to 5 GiB")
+    retries: int = Field(4, ge=0, le=20, description="attempts after the first for transient errors")
+    backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay; doubles each attempt")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StoreSettings:
