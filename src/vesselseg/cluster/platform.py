@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from vesselseg.config import ConfigError, ConfigModel, load_config
 from vesselseg.errors import VesselsegError
+from vesselseg.opt_ins import ENV, FIELDS, operator_opt_ins
 from vesselseg.storage.settings import ENV_PREFIX
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,22 @@ class TrainJobSettings(ConfigModel):
     result_prefix: str = Field("vesselseg/trainjobs", description="rank 0 writes <prefix>/<job>/result.json")
 
 
+class OptIns(ConfigModel):
+    """Operator opt-ins compiled into the pipeline (SECURITY.md); unset here, the compiling environment's
+    VESSELSEG_TRUST_* decide. Run parameters cannot change them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trust_remote_code: bool = Field(
+        default_factory=lambda: operator_opt_ins()["trust_remote_code"],
+        description="infer may load a model folder that ships its own Python code",
+    )
+    trust_pickle: bool = Field(
+        default_factory=lambda: operator_opt_ins()["trust_pickle"],
+        description="convert may unpickle a checkpoint that holds Python objects",
+    )
+
+
 class ClusterConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -238,6 +255,7 @@ class ClusterConfig(ConfigModel):
     object_store: ObjectStoreWiring = Field(default_factory=ObjectStoreWiring)
     pipeline_root: str = Field("minio://mlpipeline/v2/artifacts", description="what kfp-launcher's ConfigMap says")
     trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
+    opt_ins: OptIns = Field(default_factory=OptIns)
     stages: dict[str, StageSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -337,7 +355,8 @@ def apply_platform(task: T, stage: str) -> T:
             )
         for pvc in spec.pvcs:
             kubernetes.mount_pvc(task, pvc_name=pvc.claim, mount_path=pvc.mount_path)
-    for name, value in {**config.object_store.env(), **spec.env}.items():
+    opt_ins = {ENV[name]: str(getattr(config.opt_ins, name)).lower() for name in FIELDS.get(stage, {})}
+    for name, value in {**config.object_store.env(), **spec.env, **opt_ins}.items():
         task.set_env_variable(name, value)  # type: ignore[attr-defined]
     kubernetes.use_secret_as_env(
         task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env()
