@@ -95,6 +95,9 @@ class StageSpec(ConfigModel):
     tolerations: list[Toleration] = Field(default_factory=list)
     shm_size: str | None = Field(None, description="size of a memory-backed /dev/shm (NCCL, DataLoader workers)")
     pvcs: list[PvcMount] = Field(default_factory=list)
+    scratch_size: str | None = Field(
+        None, description="size limit of the emptyDir at /tmp, the images' VESSELSEG_HOME; None: the node's disk"
+    )
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: int | None = Field(None, ge=1, description="activeDeadlineSeconds of the pod")
     retry: Retry | None = Field(default_factory=Retry)
@@ -103,7 +106,7 @@ class StageSpec(ConfigModel):
         "pod", description="`trainjob`: the task pod only launches and waits for a Kubeflow Trainer TrainJob"
     )
 
-    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size")
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size", "scratch_size")
     @classmethod
     def _quantity(cls, value: str | None) -> str | None:
         if value is not None and not QUANTITY.match(value):
@@ -202,6 +205,9 @@ class ObjectStoreWiring(ConfigModel):
     secret_name: str = "vesselseg-s3"
     access_key_key: str = "accesskey"
     secret_key_key: str = "secretkey"
+    secret_mount: str = Field(
+        "/var/run/secrets/vesselseg/s3", description="where the Secret is mounted as files (not passed as env)"
+    )
 
     def env(self) -> dict[str, str]:
         return {
@@ -210,9 +216,26 @@ class ObjectStoreWiring(ConfigModel):
             ENV_PREFIX + "SECURE": str(self.secure).lower(),
         }
 
-    def secret_env(self) -> dict[str, str]:
-        """Secret key → environment variable, as `use_secret_as_env` wants it."""
-        return {self.access_key_key: ENV_PREFIX + "ACCESS_KEY", self.secret_key_key: ENV_PREFIX + "SECRET_KEY"}
+    def secret_file_env(self) -> dict[str, str]:
+        """The variables that point StoreSettings.from_env at the mounted Secret's files."""
+        return {
+            ENV_PREFIX + "ACCESS_KEY_FILE": f"{self.secret_mount}/{self.access_key_key}",
+            ENV_PREFIX + "SECRET_KEY_FILE": f"{self.secret_mount}/{self.secret_key_key}",
+        }
+
+
+class PodSecurity(ConfigModel):
+    """The identity task pods run as: the images' user (uid 1000), never root.
+
+    KFP's backend adds allowPrivilegeEscalation=false, drops every capability and sets the RuntimeDefault
+    seccomp profile on task containers itself; the SDK cannot ask for a read-only root file system (KFP's
+    launcher writes into the container), so scratch goes to an emptyDir at /tmp instead of the image's layer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_as_user: int = Field(1000, ge=1, description="uid; 0 (root) is refused")
+    run_as_group: int = Field(1000, ge=1)
 
 
 class TrainJobSettings(ConfigModel):
@@ -256,6 +279,7 @@ class ClusterConfig(ConfigModel):
     pipeline_root: str = Field("minio://mlpipeline/v2/artifacts", description="what kfp-launcher's ConfigMap says")
     trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
     opt_ins: OptIns = Field(default_factory=OptIns)
+    pod_security: PodSecurity = Field(default_factory=PodSecurity)
     stages: dict[str, StageSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -356,11 +380,17 @@ def apply_platform(task: T, stage: str) -> T:
         for pvc in spec.pvcs:
             kubernetes.mount_pvc(task, pvc_name=pvc.claim, mount_path=pvc.mount_path)
     opt_ins = {ENV[name]: str(getattr(config.opt_ins, name)).lower() for name in FIELDS.get(stage, {})}
-    for name, value in {**config.object_store.env(), **spec.env, **opt_ins}.items():
+    store = config.object_store
+    for name, value in {**store.env(), **store.secret_file_env(), **spec.env, **opt_ins}.items():
         task.set_env_variable(name, value)  # type: ignore[attr-defined]
-    kubernetes.use_secret_as_env(
-        task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env()
+    kubernetes.use_secret_as_volume(task, secret_name=store.secret_name, mount_path=store.secret_mount)
+    kubernetes.set_security_context(
+        task,
+        run_as_user=config.pod_security.run_as_user,
+        run_as_group=config.pod_security.run_as_group,
+        run_as_non_root=True,
     )
+    kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path="/tmp", size_limit=spec.scratch_size)
     if config.images.pull_secrets:
         kubernetes.set_image_pull_secrets(task, config.images.pull_secrets)
     kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", PART_OF)
@@ -422,7 +452,7 @@ def read_ir(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def check_compiled(path: Path, config: ClusterConfig) -> None:
-    """Every executor has a pinned image and the object-store wiring (i.e. `apply_platform` was called)."""
+    """Every executor has a pinned image, the object-store wiring and a non-root identity (`apply_platform`)."""
     spec, platform = read_ir(path)
     k8s = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     problems = []
@@ -434,12 +464,15 @@ def check_compiled(path: Path, config: ClusterConfig) -> None:
             config.check_pinned(container["image"], f"{path}: executor {name}")
         except UnpinnedImageError as err:
             problems.append(str(err))
-        secrets = {s.get("secretName") for s in k8s.get(name, {}).get("secretAsEnv", [])}
+        wiring = k8s.get(name, {})
+        secrets = {s.get("secretName") for s in wiring.get("secretAsVolume", [])}
         if config.object_store.secret_name not in secrets:
             problems.append(
                 f"{path}: executor {name} has no cluster wiring "
-                f"(no Secret {config.object_store.secret_name!r} as env): "
+                f"(no Secret {config.object_store.secret_name!r} mounted as files): "
                 "call apply_platform(task, '<stage>') on its task in pipeline.py"
             )
+        if wiring.get("securityContext", {}).get("runAsNonRoot") is not True:
+            problems.append(f"{path}: executor {name} may run as root (no securityContext.runAsNonRoot)")
     if problems:
         raise ClusterConfigError("; ".join(problems))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field
 
-from vesselseg.config import ConfigModel
+from vesselseg.config import ConfigError, ConfigModel
 
 ENV_PREFIX = "VESSELSEG_S3_"
 
@@ -31,7 +31,9 @@ class StoreSettings(ConfigModel):
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StoreSettings:
-        """Read `VESSELSEG_S3_<FIELD>`; the keys fall back to the standard `AWS_*` variables."""
+        """Read `VESSELSEG_S3_<FIELD>`; the keys may instead come from files named by `VESSELSEG_S3_<KEY>_FILE`
+        (a Secret mounted as files, which child processes do not inherit as the environment), else from the
+        standard `AWS_*` variables."""
         env = dict(os.environ if env is None else env)
         values: dict[str, str] = {}
         fallbacks = {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY"}
@@ -39,6 +41,8 @@ class StoreSettings(ConfigModel):
             key = ENV_PREFIX + name.upper()
             if key in env:
                 values[name] = env[key]
+            elif name in fallbacks and key + "_FILE" in env:
+                values[name] = _read_secret(key + "_FILE", env[key + "_FILE"])
             elif name in fallbacks and fallbacks[name] in env:
                 values[name] = env[fallbacks[name]]
         return cls.model_validate(values)
@@ -55,6 +59,13 @@ class StoreSettings(ConfigModel):
     def location(self) -> str:
         scheme = "https" if self.secure else "http"
         return f"{scheme}://{self.endpoint}/{self.bucket}"
+
+
+def _read_secret(variable: str, path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{variable}={path}: cannot read the secret file ({err.strerror})") from err
 
 
 def work_dir() -> Path:
