@@ -227,9 +227,9 @@ class ObjectStoreWiring(ConfigModel):
 class PodSecurity(ConfigModel):
     """The identity task pods run as: the images' user (uid 1000), never root.
 
-    KFP's backend adds allowPrivilegeEscalation=false, drops every capability and sets the RuntimeDefault
-    seccomp profile on task containers itself; the SDK cannot ask for a read-only root file system (KFP's
-    launcher writes into the container), so scratch goes to an emptyDir at /tmp instead of the image's layer.
+    The SDK has no field for privilege escalation, capabilities or a read-only root (kfp-kubernetes documents
+    that KFP's backend sets the first two itself); KFP's launcher writes into the container anyway, so scratch
+    goes to an emptyDir at /tmp instead of the image's layer.
     """
 
     model_config = ConfigDict(extra="forbid")
