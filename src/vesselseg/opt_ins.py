@@ -78,8 +78,9 @@ def apply_opt_ins(stage: str, data: dict[str, Any], env: Mapping[str, str] | Non
     values = operator_opt_ins(env)
     for name, dotted in FIELDS.get(stage, {}).items():
         *parents, leaf = dotted.split(".")
-        node = data
+        node: Any = data
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = values[name]
+        if isinstance(node, dict):  # otherwise the config is malformed and its validation says where
+            node[leaf] = values[name]
     return data
