@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -271,4 +272,15 @@ def test_prepare_drive_refuses_the_same_photograph_in_train_and_test(tmp_path):
         prepare_dataset(DataPrepConfig(source=str(root)), tmp_path / "out")
     assert "test/images/02_test.tif (test)" in str(error.value)
     assert "training/images/21_training.tif (" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_a_data_error_naming_it(tmp_path):
+    root = build_generic(tmp_path / "data")
+    for sub in ("images", "masks", "fov"):
+        folder = root / sub
+        original = next(p for p in folder.iterdir() if p.stem == "b")
+        os.rename(bytes(original), bytes(folder) + b"/b\xff" + original.suffix.encode())
+    with pytest.raises(DataError, match=r"b\\xff.* is not valid UTF-8"):
+        prepare_dataset(DataPrepConfig(source=str(root)), tmp_path / "out")
     assert not (tmp_path / "out").exists()

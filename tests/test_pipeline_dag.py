@@ -49,7 +49,7 @@ def test_on_a_cluster_only_those_tasks_mount_the_test_label_keys(tmp_path: Path)
     mounting = set()
     for name, task in spec["root"]["dag"]["tasks"].items():
         executor = spec["components"][task["componentRef"]["name"]]["executorLabel"]
-        secrets = {s["secretName"] for s in k8s[executor]["secretAsEnv"]}
+        secrets = {s["secretName"] for s in k8s[executor]["secretAsVolume"]}
         assert "vesselseg-s3" in secrets, name
         if "vesselseg-s3-test-labels" in secrets:
             mounting.add(name)

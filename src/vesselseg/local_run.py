@@ -20,6 +20,7 @@ from typing import Any
 from vesselseg.config import ConfigError, apply_overrides
 from vesselseg.evaluation.evaluate import EvaluationSummary
 from vesselseg.evaluation.table import format_table
+from vesselseg.opt_ins import refuse_in_parameters
 from vesselseg.storage import server
 from vesselseg.storage.settings import work_dir
 
@@ -67,6 +68,8 @@ def _parameters(pipeline: Any, overrides: list[str]) -> dict[str, Any]:
     known = set(pipeline.component_spec.inputs or {})
     if unknown := sorted(set(params) - known):
         raise ConfigError(f"pipeline has no parameter {unknown[0]!r}; parameters: {', '.join(sorted(known))}")
+    for name, value in params.items():
+        refuse_in_parameters(name, value)
     return params
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.errors import VesselsegError
 from vesselseg.evaluation.evaluate import EvaluationSummary
 from vesselseg.storage import InputRef, ObjectStore, read_manifest
@@ -55,7 +56,7 @@ class ChampionRecord(BaseModel):
     code_version: str
 
 
-class PromoteConfig(BaseModel):
+class PromoteConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     predictor: str = Field(description="which predictor of the evaluation summary is the candidate")

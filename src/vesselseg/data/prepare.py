@@ -50,9 +50,10 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.data.annotations import annotation_entry, write_annotations
 from vesselseg.data.layouts import Layout, LayoutChoice, detect_layout, read_layout
-from vesselseg.data.loading import load_sample
+from vesselseg.data.loading import ReadLimits, load_sample
 from vesselseg.data.samples import SPLITS, FovSource, LoadedSample, OfficialSplit, Split
 from vesselseg.data.split import ContentRecord, LeakageGuard, SplitConfig, assign_splits, pixel_sha256
 from vesselseg.data.synthetic import SyntheticConfig, generate_fundus
@@ -73,7 +74,7 @@ TEST_LABELS_DIR = "test_labels"
 TEST_LABEL_COLUMNS = ("mask", "mask_2nd", "mask_sha256", "mask_2nd_sha256", "vessel_fraction_fov")
 
 
-class DataPrepConfig(BaseModel):
+class DataPrepConfig(ConfigModel):
     """What to prepare: the synthetic dataset or a local folder (in ``layout``), how to split it, and
     the referring expression written into the annotations."""
 
@@ -84,6 +85,7 @@ class DataPrepConfig(BaseModel):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     referring_text: str = Field("blood vessels", min_length=1)
+    limits: ReadLimits = Field(default_factory=ReadLimits, description="refuse inputs that unpack past these")
 
     @model_validator(mode="after")
     def _layout_needs_a_folder(self) -> DataPrepConfig:
@@ -159,7 +161,7 @@ def _open_source(cfg: DataPrepConfig) -> tuple[str, list[tuple[str, OfficialSpli
     raws = {raw.sample_id: raw for raw in read_layout(root, layout)}
     log.info("data-prep: %d images in %s, layout %s", len(raws), root, layout)
     samples = [(sid, raw.official_split) for sid, raw in raws.items()]
-    return layout, samples, lambda sid: load_sample(raws[sid], root)
+    return layout, samples, lambda sid: load_sample(raws[sid], root, cfg.limits)
 
 
 def _write_dataset(cfg: DataPrepConfig, root: Path) -> DatasetSummary:
@@ -240,7 +242,7 @@ def dataset_fingerprint(index: pd.DataFrame, cfg: DataPrepConfig) -> str:
     columns = ["sample_id", "split", "image_sha256", "mask_sha256", "fov_sha256", "mask_2nd_sha256"]
     for values in index.sort_values("sample_id")[columns].itertuples(index=False):
         digest.update(("\t".join("-" if v is None else str(v) for v in values) + "\n").encode())
-    settings = cfg.model_dump(mode="json")
+    settings = cfg.model_dump(mode="json", exclude={"limits"})  # they refuse inputs, never change the output
     if cfg.source != SYNTHETIC:
         settings["source"] = "<folder>"
         del settings["synthetic"]

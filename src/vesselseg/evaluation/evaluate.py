@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.errors import DataError, HonestyError
 from vesselseg.evaluation import honesty
@@ -46,13 +47,13 @@ SUMMARY_METRICS = (*SCORE_NAMES, "auc", "ap", "cldice", "betti0_error", "betti1_
 TRIVIAL = {"all_background": 0, "all_foreground": 255}
 
 
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     split: str = Field("test", description="split the reported numbers come from")
     threshold_split: str = Field("val", description="split the decision threshold is chosen on (max pooled Dice)")
     n_boot: int = Field(1000, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     allow_identical_to_truth: bool = False
     allow_truth_in_provenance: bool = False
     allow_train_test_overlap: bool = False

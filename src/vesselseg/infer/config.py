@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from vesselseg.config import ConfigModel
 
 Strategy = Literal["auto", "replicas", "sharded", "pipelined", "cpu"]
 Backend = Literal["native", "remote_code"]
@@ -18,7 +20,7 @@ OFFICIAL_PROMPT = "<image>Please segment the blood vessels."
 GIB = 1 << 30
 
 
-class MemoryConfig(BaseModel):
+class MemoryConfig(ConfigModel):
     """What the strategy chooser subtracts from each GPU's free memory before placing weights."""
 
     model_config = ConfigDict(extra="forbid")
@@ -38,7 +40,7 @@ class MemoryConfig(BaseModel):
     )
 
 
-class InferConfig(BaseModel):
+class InferConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = Field(
@@ -59,7 +61,9 @@ class InferConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="images per forward pass (one micro-batch)")
     max_new_tokens: int = Field(32, ge=1, description="generate mode: the longest answer")
     dtype: DType = Field("auto", description="auto: bfloat16 on GPU, float32 on the CPU")
-    gpus: list[int] | None = Field(None, description="GPU indices to use; None: every visible GPU")
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="GPU indices to use; None: every visible GPU"
+    )
     replicas: int | None = Field(None, ge=1, description="model copies (processes); on the CPU, worker processes")
     shards: int | None = Field(None, ge=1, description="GPUs per copy for sharded/pipelined; None: chosen")
     in_flight: int | None = Field(

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.convert import (
     CHECKPOINT_DIR,
     MODEL_DIR,
@@ -46,7 +47,7 @@ NAME = "convert"
 OVERLAY_FILE = "overlay_report.json"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     training: InputRef | str | None = Field(

@@ -13,6 +13,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.data import DataPrepConfig, DatasetSummary, prepare_dataset
 from vesselseg.data.prepare import TEST_LABELS_DIR
 from vesselseg.stages.scratch import scratch_dir
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 NAME = "data-prep"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     data: DataPrepConfig = Field(default_factory=DataPrepConfig)

@@ -6,6 +6,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.evaluation import EvaluateConfig, EvaluationSummary, evaluate
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
@@ -15,7 +16,7 @@ from vesselseg.storage.artifact import content_key
 NAME = "evaluate"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str

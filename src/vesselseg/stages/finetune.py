@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.model import Sa2VAConfig
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 NAME = "finetune"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str = Field(description="the data-prep artifact (InputRef, or its s3:// URI)")

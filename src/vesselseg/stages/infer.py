@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.infer import InferConfig, InferError, ModelFolder, Plan, PredictorSpec
 from vesselseg.infer.images import FileImages
 from vesselseg.infer.remote_code import require_opt_in
@@ -42,7 +43,7 @@ NAME = "infer"
 DEFAULT_EXPRESSION = "blood vessels"
 
 
-class Shard(BaseModel):
+class Shard(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int = Field(ge=0)
@@ -55,7 +56,7 @@ class Shard(BaseModel):
         return self
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     model: InputRef | str = Field(description="model artifact (InputRef or s3:// URI), or a local HF folder")

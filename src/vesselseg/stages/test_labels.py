@@ -14,12 +14,14 @@ import os
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vesselseg.storage import ObjectStore
+from vesselseg.storage.settings import read_secret_file
 
 ENV_PREFIX = "VESSELSEG_TEST_LABELS_"
 
 
 class LabelStoreSettings(BaseModel):
-    """`VESSELSEG_TEST_LABELS_BUCKET|ACCESS_KEY|SECRET_KEY`; keys left out are the object store's own."""
+    """`VESSELSEG_TEST_LABELS_BUCKET|ACCESS_KEY|SECRET_KEY` (a key may come from the file that
+    `VESSELSEG_TEST_LABELS_<KEY>_FILE` names: a mounted Secret); keys left out are the object store's own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,9 +39,14 @@ class LabelStoreSettings(BaseModel):
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LabelStoreSettings:
         env = dict(os.environ if env is None else env)
-        return cls.model_validate(
-            {name: env[ENV_PREFIX + name.upper()] for name in cls.model_fields if ENV_PREFIX + name.upper() in env}
-        )
+        values: dict[str, str] = {}
+        for name in cls.model_fields:
+            variable = ENV_PREFIX + name.upper()
+            if variable in env:
+                values[name] = env[variable]
+            elif name != "bucket" and variable + "_FILE" in env:
+                values[name] = read_secret_file(variable + "_FILE", env[variable + "_FILE"])
+        return cls.model_validate(values)
 
 
 def label_store(store: ObjectStore, settings: LabelStoreSettings | None = None) -> ObjectStore:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import StorageError
+from vesselseg.config import ConfigModel
 from vesselseg.report import ReportConfig, build_report
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
@@ -19,7 +20,7 @@ from vesselseg.storage.artifact import content_key
 NAME = "visualize"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg import __version__
+from vesselseg.config import ConfigModel
 from vesselseg.errors import StorageError
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-class InputRef(BaseModel):
+class InputRef(ConfigModel):
     """A pointer to a published artifact: its URI and the sha256 of its manifest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

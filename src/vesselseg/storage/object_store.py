@@ -19,7 +19,7 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import IntegrityError, StorageError
 from vesselseg.storage.settings import StoreSettings
@@ -40,7 +40,7 @@ class FileEntry(BaseModel):
 
     path: str
     sha256: str
-    size: int
+    size: int = Field(ge=0)
 
 
 def sha256_file(path: Path) -> str:
