@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy import ndimage
 
+from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.evaluation.honesty import HonestyCheck
 from vesselseg.predictions import PredictionSet
@@ -21,7 +22,7 @@ TOO_GOOD = "too good to be true — investigate: "
 _NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.uint8)
 
 
-class PlausibilityConfig(BaseModel):
+class PlausibilityConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     min_pixels: int = Field(300, ge=1, description="subset/superset: at least this many predicted (truth) pixels")

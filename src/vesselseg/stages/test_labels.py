@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.storage import ObjectStore
 from vesselseg.storage.settings import read_secret_file
 
 ENV_PREFIX = "VESSELSEG_TEST_LABELS_"
 
 
-class LabelStoreSettings(BaseModel):
+class LabelStoreSettings(ConfigModel):
     """`VESSELSEG_TEST_LABELS_BUCKET|ACCESS_KEY|SECRET_KEY` (a key may come from the file that
     `VESSELSEG_TEST_LABELS_<KEY>_FILE` names: a mounted Secret); keys left out are the object store's own."""
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vesselseg.errors import StorageError
 from vesselseg.config import ConfigModel
+from vesselseg.errors import StorageError
 from vesselseg.report import ReportConfig, build_report
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
