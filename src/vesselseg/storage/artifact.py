@@ -17,11 +17,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vesselseg import __version__
 from vesselseg.errors import StorageError
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
+from vesselseg.storage.paths import inside, path_problem
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ class Manifest(BaseModel):
     created_at: str
     timings_s: dict[str, float] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict, description="small stage-specific facts")
+
+    @field_validator("files")
+    @classmethod
+    def _relative_paths(cls, files: list[FileEntry]) -> list[FileEntry]:
+        # Readers join these paths onto a local folder: one that climbs out of it would write anywhere.
+        for entry in files:
+            if problem := path_problem(entry.path):
+                raise ValueError(f"file path {entry.path!r} refused: {problem}")
+        return files
 
     def file(self, path: str) -> FileEntry:
         for entry in self.files:
@@ -122,6 +132,10 @@ def publish_dir(
     files = _local_files(local_dir)
     if not files:
         raise StorageError(f"refusing to publish an empty artifact from {local_dir} to {store.uri(prefix)}")
+    for path in files:
+        rel = path.relative_to(local_dir).as_posix()
+        if problem := path_problem(rel):
+            raise StorageError(f"refusing to publish {path}: its path {rel!r} in the artifact is unsafe: {problem}")
     manifest_key = prefix + MANIFEST
     # Files are filled in below; everything else is known now, which lets an identical re-run stop here.
     manifest = Manifest(kind=kind, stage=stage, config=config, inputs=inputs or {}, files=[],
@@ -144,7 +158,7 @@ def publish_dir(
             log.info("uploaded %d/%d files to %s", index, len(files), store.uri(prefix))
     store.delete(sorted(stale))
     manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    blob = manifest.model_dump_json(indent=2).encode()
+    blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
 
@@ -197,8 +211,14 @@ def resolve(store: ObjectStore, ref: InputRef | str) -> InputRef:
 
 
 def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
-    """The manifest of a published artifact; refuses a prefix without one, or one that changed since `ref`."""
-    return Manifest.model_validate_json(_manifest_blob(store, ref)[1])
+    """The manifest of a published artifact; refuses a prefix without one, one that changed since `ref`, or one that
+    does not validate (an unsafe file path, say)."""
+    uri, blob = _manifest_blob(store, ref)
+    try:
+        return Manifest.model_validate_json(blob)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise StorageError(f"{uri}{MANIFEST} is not a valid manifest: {problems}") from err
 
 
 def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None) -> Manifest:
@@ -208,13 +228,14 @@ def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: li
     prefix = store.key_of(uri.rstrip("/") + "/")
     wanted = manifest.files if only is None else [manifest.file(p) for p in only]
     for entry in wanted:
-        target = local_dir / entry.path
+        target = inside(local_dir, entry.path, f"{uri.rstrip('/')}/{MANIFEST}")
         if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
             continue
         store.download_file(
             prefix + entry.path,
             target,
             expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
+            root=local_dir,
         )
     (local_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     return manifest
@@ -226,6 +247,8 @@ def fetch_raw_prefix(store: ObjectStore, uri: str, local_dir: Path) -> int:
     keys = store.list(prefix)
     if not keys:
         raise StorageError(f"nothing under {uri}: the raw dataset prefix is empty or misspelt")
-    for key in keys:
-        store.download_file(key, local_dir / key[len(prefix) :])
+    # Keys are whatever the uploader chose: `prefix//etc/x` would otherwise land in /etc.
+    targets = [inside(local_dir, key[len(prefix) :], f"object {store.uri(key)} under {uri}") for key in keys]
+    for key, target in zip(keys, targets, strict=True):
+        store.download_file(key, target, root=local_dir)
     return len(keys)

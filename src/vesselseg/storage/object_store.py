@@ -22,6 +22,7 @@ from minio.error import S3Error, ServerError
 from pydantic import BaseModel, ConfigDict
 
 from vesselseg.errors import IntegrityError, StorageError
+from vesselseg.storage.paths import check_inside
 from vesselseg.storage.settings import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -161,16 +162,26 @@ class ObjectStore:
 
         return FileEntry(path=key, sha256=self._call("upload", key, put), size=size)
 
-    def download_file(self, key: str, path: Path, expected: FileEntry | None = None) -> FileEntry:
-        """Stream an object to `path` (via a temporary name); verify sha256 and size when given."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def download_file(
+        self, key: str, path: Path, expected: FileEntry | None = None, root: Path | None = None
+    ) -> FileEntry:
+        """Stream an object to `path` (via a temporary name); verify sha256 and size when given.
+
+        With `root`, `path` and its temporary name must both resolve inside `root` (the folder a download was asked
+        to fill); either way the temporary file is created afresh, never opened through a link already there.
+        """
         partial = path.with_name(path.name + ".part")
+        if root is not None:
+            for target in (path, partial):
+                check_inside(root, target, f"download of {self.uri(key)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
 
         def get() -> FileEntry:
             response = self.client.get_object(self.bucket, key)
             digest, size = hashlib.sha256(), 0
             try:
-                with open(partial, "wb") as handle:
+                partial.unlink(missing_ok=True)
+                with open(partial, "xb") as handle:
                     for chunk in response.stream(CHUNK):
                         digest.update(chunk)
                         handle.write(chunk)
