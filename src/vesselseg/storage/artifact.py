@@ -146,9 +146,17 @@ def publish_dir(
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
                  len(files))  # fmt: skip
         return unchanged
+    nested = [key for key in store.list(prefix) if key.endswith("/" + MANIFEST) and key != manifest_key]
+    if nested:
+        shown = ", ".join(store.uri(key) for key in nested[:3]) + (" …" if len(nested) > 3 else "")
+        raise StorageError(
+            f"refusing to publish to {store.uri(prefix)}: it holds {len(nested)} other artifact(s) below it ({shown}), "
+            "which publishing there would overwrite or remove; give the artifact a prefix of its own"
+        )
+    # Only what the previous artifact listed is its to replace: other keys under the prefix are someone else's.
+    stale = {prefix + entry.path for entry in _previous_files(store, manifest_key)}
     # Hide the old artifact first: from here until the new manifest lands, readers see nothing.
     store.delete([manifest_key])
-    stale = set(store.list(prefix))
     for index, path in enumerate(files, 1):
         rel = path.relative_to(local_dir).as_posix()
         uploaded = store.upload_file(path, prefix + rel)
@@ -161,6 +169,17 @@ def publish_dir(
     blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
+
+
+def _previous_files(store: ObjectStore, manifest_key: str) -> list[FileEntry]:
+    """The files the artifact at `manifest_key` lists now; none if there is none or it does not validate."""
+    if not store.exists(manifest_key):
+        return []
+    try:
+        return Manifest.model_validate_json(store.get_bytes(manifest_key)).files
+    except ValueError:
+        log.warning("%s does not validate; none of its files are removed by the re-publish", store.uri(manifest_key))
+        return []
 
 
 def _same_as_published(
