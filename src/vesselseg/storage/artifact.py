@@ -51,6 +51,9 @@ class Manifest(BaseModel):
     created_at: str
     timings_s: dict[str, float] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict, description="small stage-specific facts")
+    run_stats: dict[str, Any] = Field(
+        default_factory=dict, description="how this run went (speeds, counts); like timings, not part of its identity"
+    )
 
     @field_validator("files")
     @classmethod
@@ -126,6 +129,7 @@ def publish_dir(
     inputs: dict[str, InputRef] | None = None,
     timings_s: dict[str, float] | None = None,
     summary: dict[str, Any] | None = None,
+    run_stats: dict[str, Any] | None = None,
 ) -> tuple[InputRef, Manifest]:
     """Upload every file under `local_dir` to `prefix/` and then its manifest; returns a pointer to it."""
     prefix = prefix.rstrip("/") + "/"
@@ -140,7 +144,7 @@ def publish_dir(
     # Files are filled in below; everything else is known now, which lets an identical re-run stop here.
     manifest = Manifest(kind=kind, stage=stage, config=config, inputs=inputs or {}, files=[],
                         code_version=code_version(), created_at="", timings_s=timings_s or {},
-                        summary=summary or {})  # fmt: skip
+                        summary=summary or {}, run_stats=run_stats or {})  # fmt: skip
     unchanged = _same_as_published(store, manifest_key, local_dir, files, manifest)
     if unchanged is not None:
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
@@ -198,7 +202,7 @@ def _same_as_published(
         old = Manifest.model_validate_json(blob)
     except ValueError:
         return None
-    provenance = {"files", "created_at", "timings_s"}
+    provenance = {"files", "created_at", "timings_s", "run_stats"}
     if old.model_dump(mode="json", exclude=provenance) != manifest.model_dump(mode="json", exclude=provenance):
         return None
     names = [(p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in files]

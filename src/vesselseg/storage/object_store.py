@@ -34,6 +34,10 @@ _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestT
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
 
 
+class WriteConflict(StorageError):
+    """A conditional write lost: the object changed, appeared or vanished since the version it was based on."""
+
+
 class FileEntry(BaseModel):
     """One file of an artifact: path relative to the artifact's prefix, its sha256 and size."""
 
@@ -119,6 +123,8 @@ class ObjectStore:
                     ) from err
                 if err.code == "NoSuchBucket":
                     raise StorageError(f"{what}: bucket {self.bucket!r} does not exist at {self._where(key)}") from err
+                if err.code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                    raise WriteConflict(f"{what}: the object changed since it was read, at {self._where(key)}") from err
                 if err.code in {"NoSuchKey", "NoSuchObject"}:
                     raise StorageError(f"{what}: no such object at {self._where(key)}") from err
                 if err.code not in _TRANSIENT_CODES or attempt == self.settings.retries:
@@ -207,6 +213,32 @@ class ObjectStore:
             key,
             lambda: self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type),
         )
+
+    def put_bytes_if(
+        self, key: str, data: bytes, etag: str | None, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Writes `data` only if the object is still the version `etag` names (None: only if there is none yet), in
+        one request (S3 If-Match / If-None-Match, which SeaweedFS honours); raises WriteConflict otherwise.
+        Returns the new ETag."""
+        condition = {"If-None-Match": "*"} if etag is None else {"If-Match": f'"{etag}"'}
+        headers = {"Content-Type": content_type, **condition}
+        # The SDK's put_object would send unknown headers as user metadata; its single-request PUT sends them as is.
+        return self._call(
+            "conditional upload", key, lambda: self.client._put_object(self.bucket, key, data, headers=headers).etag
+        )
+
+    def get_bytes_and_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the ETag of that very version (for `put_bytes_if`)."""
+
+        def get() -> tuple[bytes, str]:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read(), str(response.headers.get("ETag", "")).strip('"')
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call("download", key, get)
 
     def get_bytes(self, key: str) -> bytes:
         def get() -> bytes:

@@ -108,7 +108,8 @@ class Trainer:
         self.accumulation = self.config.gradient_accumulation(self.world)
         self.store = ObjectStore()
         self.artifacts = ckpt.RunArtifacts(self.store, job.prefix, job.run_key)
-        self.workdir = Path(job.workdir)
+        # Ranks started by another launcher each planned their own folder name: rank 0's is the one.
+        self.workdir = Path(_broadcast(job.workdir))
         self.started = time.monotonic()
         # Launch to here: torchrun, interpreters, imports, the process group (what a launch costs before any work).
         self.started_after = time.time() - float(os.environ.get(LAUNCHED_AT_ENV, time.time()))
