@@ -136,10 +136,6 @@ def publish_dir(
     files = _local_files(local_dir)
     if not files:
         raise StorageError(f"refusing to publish an empty artifact from {local_dir} to {store.uri(prefix)}")
-    for path in files:
-        rel = path.relative_to(local_dir).as_posix()
-        if problem := path_problem(rel):
-            raise StorageError(f"refusing to publish {path}: its path {rel!r} in the artifact is unsafe: {problem}")
     manifest_key = prefix + MANIFEST
     # Files are filled in below; everything else is known now, which lets an identical re-run stop here.
     manifest = Manifest(kind=kind, stage=stage, config=config, inputs=inputs or {}, files=[],
@@ -170,6 +166,7 @@ def publish_dir(
             log.info("uploaded %d/%d files to %s", index, len(files), store.uri(prefix))
     store.delete(sorted(stale))
     manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    # Validated as readers will validate it (files were appended unchecked).
     blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
