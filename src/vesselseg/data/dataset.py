@@ -18,6 +18,7 @@ from PIL import Image
 from vesselseg.data.prepare import INDEX_COLUMNS, TEST_LABEL_COLUMNS, TEST_LABELS_DIR, TEST_SPLIT
 from vesselseg.data.samples import SPLITS, Split
 from vesselseg.errors import DataError
+from vesselseg.storage.paths import inside
 
 
 class PreparedDataset:
@@ -123,7 +124,8 @@ class PreparedDataset:
         return self._rows.loc[sample_id]
 
     def _file(self, sample_id: str, column: str) -> Path:
-        path = self.root / str(self._row(sample_id)[column])
+        where = f"{self.root / 'index.parquet'} (sample {sample_id!r}, column {column!r})"
+        path = inside(self.root, str(self._row(sample_id)[column]), where, DataError)
         if not path.is_file():
             raise DataError(f"{path} is listed in {self.root / 'index.parquet'} but missing")
         return path
