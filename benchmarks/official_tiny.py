@@ -162,6 +162,9 @@ def internlm2_tokenizer(modules, folder: Path):
     corpus.unlink()
     (folder / "tokenizer.vocab").unlink()
     tokenizer = modules["tokenization_internlm2"].InternLM2Tokenizer(vocab_file=str(folder / "tokenizer.model"))
+    # InternLM2's own tokenizer_config.json declares its chat pieces as added special tokens, so transformers splits
+    # them off before sentencepiece runs; so does this one.
+    tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
     tokenizer.add_tokens(INTERNVL_TOKENS, special_tokens=True)
     tokenizer.add_tokens(SA2VA_TOKENS, special_tokens=True)
     return tokenizer
