@@ -18,7 +18,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
+from vesselseg.model.config import Sa2VAConfig
 from vesselseg.model.losses import upsample_logits
 from vesselseg.model.modeling import Sa2VAModel
 from vesselseg.model.processing import Sa2VABatch, Sa2VAProcessor
@@ -69,14 +71,15 @@ def predict(
     return results
 
 
-def resolve_mode(config, mode: str) -> str:
+def resolve_mode(config: Sa2VAConfig, mode: str) -> Literal["forced", "generate"]:
     """`auto` → the config's `answer_mode`; refuses unknown modes."""
     if mode not in ("auto", "forced", "generate"):
         raise ValueError(f"mode must be 'auto', 'forced' or 'generate', not {mode!r}")
     return config.answer_mode if mode == "auto" else mode
 
 
-def stop_token_ids(config, tokenizer) -> list[int]:
+def stop_token_ids(config: Sa2VAConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The config's stop tokens (official imports: the tokenizer's EOS and the template's stop words), else EOS."""
     return list(config.stop_token_ids) if config.stop_token_ids else [tokenizer.eos_token_id]
 
 
@@ -128,7 +131,7 @@ def _masks_for_answers(
     return [PredictionResult(p, t, c) for p, t, c in zip(probabilities, texts, seg_counts, strict=True)]
 
 
-def upsample_mask_logits(config, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample_mask_logits(config: Sa2VAConfig, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Low-res mask logits → (h, w): bilinear, through SAM2's input size first where the config says so."""
     if config.mask_upsampling == "via_sam2_input" and config.mask_refiner_channels == 0:
         logits = upsample_logits(logits, (config.sam2_image_size, config.sam2_image_size))
