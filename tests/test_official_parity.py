@@ -35,9 +35,11 @@ from transformers import (
     Sam2VisionConfig,
 )
 
-from vesselseg.model import Sa2VAModel, Sa2VAProcessor
+from vesselseg.model import Sa2VAConfig, Sa2VAModel, Sa2VAProcessor, prompts
+from vesselseg.model.finetuning import apply_training_recipe
 from vesselseg.model.official import import_official
 from vesselseg.model.predict import predict
+from vesselseg.model.presets import build_preset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -149,3 +151,23 @@ def test_tokenizer_matches_the_official_one_and_sentencepiece(family):
         assert bos + ours == sample["encode"], sample["text"]
         if "sentencepiece" in sample and not any(t in sample["text"] for t in ("<", "[SEG]")):
             assert ours == sample["sentencepiece"], sample["text"]
+
+
+def test_the_import_records_official_behaviour_and_fine_tuning_here_records_the_fixed_answer(family):
+    from vesselseg.model.predict import resolve_mode  # as generate_answer above
+
+    family_name, model, processor, _ = family
+    config, tokenizer = model.config, processor.tokenizer
+    assert config.prepend_bos is (family_name == "internlm2")
+    official_eos = "</s>" if family_name == "internlm2" else prompts.IM_END
+    stops = [official_eos, prompts.IM_END] if family_name == "internlm2" else [prompts.IM_END, prompts.PAD]
+    assert config.stop_token_ids == tokenizer.convert_tokens_to_ids(stops)
+    assert (config.mask_upsampling, config.sam2_normalization) == ("via_sam2_input", "model_dtype")
+    assert (config.answer_mode, config.fixed_answer) == ("generate", None)
+    assert resolve_mode(config, "auto") == "generate"
+
+    fine_tuned = apply_training_recipe(Sa2VAModel(Sa2VAConfig.from_dict(config.to_dict())))
+    assert (fine_tuned.config.answer_mode, fine_tuned.config.fixed_answer) == ("forced", prompts.FORCED_ANSWER)
+    assert resolve_mode(fine_tuned.config, "auto") == "forced"
+    preset, _ = build_preset("tiny")
+    assert resolve_mode(preset.config, "auto") == "forced"
