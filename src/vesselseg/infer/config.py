@@ -11,11 +11,8 @@ from vesselseg.config import ConfigModel
 Strategy = Literal["auto", "replicas", "sharded", "pipelined", "cpu"]
 Backend = Literal["native", "remote_code"]
 Layout = Literal["balanced", "accelerate"]
-Mode = Literal["forced", "generate"]
+Mode = Literal["auto", "forced", "generate"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
-
-# The prompt the official Sa2VA release documents for its `predict_forward`.
-OFFICIAL_PROMPT = "<image>Please segment the blood vessels."
 
 GIB = 1 << 30
 
@@ -53,13 +50,18 @@ class InferConfig(ConfigModel):
     trust_remote_code: bool = Field(
         False, description="must be true for backend remote_code, which executes Python code shipped in the folder"
     )
-    mode: Mode = Field("forced", description="forced: answer 'It is [SEG].' teacher-forced; generate: greedy answer")
-    expression: str | None = Field(
-        None, description="native prompt: 'Please segment <expression> in this image.'; None: the dataset's own text"
+    mode: Mode = Field(
+        "auto",
+        description="auto: the model config's answer_mode (forced for models fine-tuned here, generate for official "
+        "checkpoints); forced: the fixed answer 'It is [SEG].' teacher-forced; generate: greedy answer",
     )
-    remote_prompt: str = Field(OFFICIAL_PROMPT, description="the text given to an official model's predict_forward")
+    expression: str | None = Field(
+        None,
+        description="the prompt, for both backends: '<image>\\nPlease segment <expression> in this image.'; None: the "
+        "dataset's own text",
+    )
     batch_size: int = Field(4, ge=1, description="images per forward pass (one micro-batch)")
-    max_new_tokens: int = Field(32, ge=1, description="generate mode: the longest answer")
+    max_new_tokens: int = Field(2048, ge=1, description="generate mode: the longest answer (official: 2048)")
     dtype: DType = Field("auto", description="auto: bfloat16 on GPU, float32 on the CPU")
     gpus: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, description="GPU indices to use; None: every visible GPU"

@@ -124,11 +124,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     dataset_ref = resolve(store, config.dataset)
     folder, model_ref, model_id = _model_folder(store, config.model)
     infer = config.infer
-    prompt = (
-        infer.remote_prompt
-        if infer.backend == "remote_code"
-        else segmentation_prompt(_expression(store, dataset_ref, infer))
-    )
+    prompt = segmentation_prompt(_expression(store, dataset_ref, infer))  # one prompt for both backends
     spec = PredictorSpec(
         backend=infer.backend,
         source=ModelFolder(path=str(folder)),
