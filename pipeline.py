@@ -40,6 +40,8 @@ def vesselseg_pipeline(
     prep = data_prep(source=dataset_source, seed=seed, overrides=data_prep_overrides).set_display_name("data-prep")
     apply_platform(prep, "data-prep")
     dataset = prep.outputs["dataset"]
+    # The test split's ground truth: given to the tasks that score and draw, and to no other.
+    test_labels = prep.outputs["test_labels"]
 
     trained = finetune(dataset=dataset, overrides=finetune_overrides).set_display_name("finetune")
     apply_platform(trained, "finetune")
@@ -56,6 +58,7 @@ def vesselseg_pipeline(
 
     scored = evaluate(
         dataset=dataset,
+        test_labels=test_labels,
         model_predictions=predicted.outputs["predictions"],
         baseline_predictions=frangi.outputs["predictions"],
         overrides=evaluate_overrides,
@@ -63,6 +66,7 @@ def vesselseg_pipeline(
     apply_platform(scored, "evaluate")
     drawn = visualize(
         dataset=dataset,
+        test_labels=test_labels,
         model_predictions=predicted.outputs["predictions"],
         baseline_predictions=frangi.outputs["predictions"],
         evaluation=scored.outputs["evaluation"],

@@ -15,8 +15,8 @@ transformers 4.4x:
 
 `both` runs the two in one process when the installed transformers runs the official code. Agreement means the
 same answer text and masks whose IoU is close to 1 (bf16 kernels differ between the two implementations, so a
-few boundary pixels may flip). Known difference: for the InternLM2 releases (8B, 26B) the official code encodes
-the prompt with the tokenizer's BOS `<s>`; vesselseg's processor adds no special tokens.
+few boundary pixels may flip). The same comparison on tiny random checkpoints of both
+families, stage by stage, is benchmarks/official_tiny.py with tests/test_official_parity.py.
 """
 
 import argparse
@@ -29,7 +29,7 @@ from PIL import Image
 
 
 def prompt(expression: str) -> str:
-    return f"<image>\nPlease segment {expression} in this image."
+    return f"<image>\nPlease segment {expression} in this image."  # vesselseg.model.prompts.segmentation_prompt
 
 
 def run_official(src: str, image: Image.Image, expression: str, dtype: torch.dtype) -> tuple[str, np.ndarray]:
@@ -57,8 +57,7 @@ def run_ours(src: str, native: Path, image: Image.Image, expression: str, dtype:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = Sa2VAModel.from_pretrained(native, dtype=dtype).to(device)
     processor = Sa2VAProcessor.from_pretrained(native)
-    [result] = predict(model, processor, [np.asarray(image.convert("RGB"))], [prompt(expression)], mode="generate",
-                       max_new_tokens=64)  # fmt: skip
+    [result] = predict(model, processor, [np.asarray(image.convert("RGB"))], [prompt(expression)], mode="generate")
     masks = [p > 0.5 for p in result.probabilities]
     return result.text, np.stack(masks) if masks else np.zeros((0, image.height, image.width), bool)
 

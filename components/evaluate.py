@@ -6,6 +6,7 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate(
     dataset: dsl.Input[dsl.Dataset],
+    test_labels: dsl.Input[dsl.Dataset],
     model_predictions: dsl.Input[dsl.Artifact],
     baseline_predictions: dsl.Input[dsl.Artifact],
     overrides: dict,
@@ -17,4 +18,6 @@ def evaluate(
     """Score the model and the baseline on the test split beside all-background/all-foreground, with honesty checks."""
     from vesselseg.kfp_glue import run_evaluate
 
-    run_evaluate(dataset, [model_predictions, baseline_predictions], overrides, evaluation, summary, metrics, roc)
+    run_evaluate(
+        dataset, test_labels, [model_predictions, baseline_predictions], overrides, evaluation, summary, metrics, roc
+    )

@@ -6,6 +6,7 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def visualize(
     dataset: dsl.Input[dsl.Dataset],
+    test_labels: dsl.Input[dsl.Dataset],
     model_predictions: dsl.Input[dsl.Artifact],
     baseline_predictions: dsl.Input[dsl.Artifact],
     evaluation: dsl.Input[dsl.Artifact],
@@ -19,5 +20,13 @@ def visualize(
     from vesselseg.kfp_glue import run_visualize
 
     run_visualize(
-        dataset, [model_predictions, baseline_predictions], evaluation, training, overrides, report, html, markdown
+        dataset,
+        test_labels,
+        [model_predictions, baseline_predictions],
+        evaluation,
+        training,
+        overrides,
+        report,
+        html,
+        markdown,
     )

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vesselseg.cluster.champion import ChampionError, ChampionRecord, PromoteConfig, promote, run_promote
+from vesselseg.cluster.champion import ChampionError, ChampionRecord, Decision, PromoteConfig, promote, run_promote
 from vesselseg.stages import data_prep
-from vesselseg.storage import InputRef, ObjectStore
+from vesselseg.storage import InputRef, ObjectStore, StoreSettings
 
 MODEL_A = InputRef(uri="s3://mlpipeline/tests/models/a/", manifest_sha256="a" * 64)
 MODEL_B = InputRef(uri="s3://mlpipeline/tests/models/b/", manifest_sha256="b" * 64)
+MODEL_C = InputRef(uri="s3://mlpipeline/tests/models/c/", manifest_sha256="c" * 64)
 FP = "f" * 64
 
 
@@ -155,3 +157,63 @@ def test_component_body_reads_the_dataset_fingerprint_from_the_store(
     assert json.loads(files["decision"].read_text())["record"]["dataset_fingerprint"] == prep.summary.fingerprint
     assert arts["metrics"].metadata == {"promote.promoted": 1, "promote.candidate_dice": 0.8}
     assert arts["decision"].metadata["promoted"] is True
+
+
+class ReadTogetherStore(ObjectStore):
+    """The real store, with each look at the champion record held until both runs have looked: the interleaving a
+    race needs (both decide against the same champion, then both write), made certain instead of left to timing."""
+
+    def __init__(self, settings: StoreSettings, key: str, barrier: threading.Barrier) -> None:
+        super().__init__(settings)
+        self.key, self.barrier = key, barrier
+
+    def _meet(self, key: str) -> None:
+        if key == self.key:
+            self.barrier.wait(timeout=30)
+
+    def exists(self, key: str) -> bool:
+        found = super().exists(key)
+        self._meet(key)
+        return found
+
+    def get_bytes(self, key: str) -> bytes:
+        data = super().get_bytes(key)
+        self._meet(key)
+        return data
+
+    def get_bytes_and_etag(self, key: str) -> tuple[bytes, str]:
+        got = super().get_bytes_and_etag(key)
+        self._meet(key)
+        return got
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["first-champion", "replacing-a-champion"])
+def test_of_two_concurrent_promotions_exactly_one_wins(
+    store_settings: StoreSettings, store: ObjectStore, gate: PromoteConfig, existing: bool
+) -> None:
+    if existing:
+        promote(store, summary(0.70, (0.66, 0.74)), FP, MODEL_A, gate)
+    barrier = threading.Barrier(2)
+    results: dict[str, Decision | ChampionError] = {}
+
+    def run(name: str, model: InputRef, dice: float) -> None:
+        try:
+            racing = ReadTogetherStore(store_settings, gate.key, barrier)
+            results[name] = promote(racing, summary(dice, (dice - 0.02, dice + 0.02)), FP, model, gate)
+        except ChampionError as err:
+            results[name] = err
+
+    threads = [threading.Thread(target=run, args=args) for args in [("b", MODEL_B, 0.85), ("c", MODEL_C, 0.86)]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    winners = [r for r in results.values() if isinstance(r, Decision) and r.promoted]
+    losers = [r for r in results.values() if isinstance(r, ChampionError)]
+    assert len(winners) == 1 and len(losers) == 1, f"both runs promoted or neither: {results}"
+    assert "changed while deciding (another run promoted concurrently)" in str(losers[0])
+    champion = ChampionRecord.model_validate_json(store.get_bytes(gate.key))
+    assert champion == winners[0].record
+    history = store.list(gate.history_prefix + "/")
+    assert len(history) == 1 + existing, "the losing run's history entry was not withdrawn"
+    assert ChampionRecord.model_validate_json(store.get_bytes(history[-1])) == champion

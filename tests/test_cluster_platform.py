@@ -94,12 +94,14 @@ def test_every_task_of_the_real_pipeline_is_wired_as_configured(tmp_path: Path) 
         assert env["VESSELSEG_S3_ENDPOINT"] == "seaweedfs.kubeflow.svc.cluster.local:8333"
         assert env["VESSELSEG_S3_BUCKET"] == "mlpipeline" and env["VESSELSEG_S3_SECURE"] == "false"
         assert all(env[k] == v for k, v in want.env.items()), stage
-        [secret] = k8s["secretAsEnv"]
-        assert secret["secretName"] == "store-keys"
-        assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
-            ("accesskey", "VESSELSEG_S3_ACCESS_KEY"),
-            ("secretkey", "VESSELSEG_S3_SECRET_KEY"),
-        }
+        secret, *labels = k8s["secretAsVolume"]
+        assert secret["secretName"] == "store-keys" and secret["mountPath"] == "/var/run/secrets/vesselseg/s3"
+        assert [s["secretName"] for s in labels] == (["vesselseg-s3-test-labels"] if want.test_labels else []), stage
+        assert "secretAsEnv" not in k8s
+        assert env["VESSELSEG_S3_ACCESS_KEY_FILE"] == "/var/run/secrets/vesselseg/s3/accesskey"
+        assert env["VESSELSEG_S3_SECRET_KEY_FILE"] == "/var/run/secrets/vesselseg/s3/secretkey"
+        if want.test_labels:
+            assert env["VESSELSEG_TEST_LABELS_ACCESS_KEY_FILE"] == "/var/run/secrets/vesselseg/s3-test-labels/accesskey"
         assert int(k8s.get("activeDeadlineSeconds", 0)) == (want.timeout_s or 0), stage
         assert [s["secretName"] for s in k8s["imagePullSecret"]] == ["regcred"]
         assert k8s.get("nodeSelector", {}).get("labels", {}) == want.node_selector, stage
@@ -168,7 +170,7 @@ def test_trainjob_launched_stage_gets_a_small_cpu_pod_that_knows_the_cluster(tmp
     tasks = executors_by_stage(compile_for_cluster(ROOT / "pipeline.py", tmp_path / "p.yaml", config))
     _, container, k8s = tasks["baseline"]
     assert container["image"] == CPU and "accelerator" not in container["resources"]
-    assert "tolerations" not in k8s and "emptyDirMounts" not in k8s
+    assert "tolerations" not in k8s and [m["mountPath"] for m in k8s["emptyDirMounts"]] == ["/tmp"]  # no /dev/shm
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["VESSELSEG_LAUNCHER"] == "trainjob"
     assert ClusterConfig.model_validate_json(env["VESSELSEG_CLUSTER_CONFIG"]) == config

@@ -54,7 +54,8 @@ def test_trainjob_carries_the_stage_config_resources_scheduling_and_secrets() ->
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     env = {e["name"]: e for e in trainer["env"]}
     assert data_prep.Config.model_validate_json(env["VESSELSEG_STAGE_CONFIG"]["value"]) == stage_config()
-    assert env["VESSELSEG_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "vesselseg-s3", "key": "accesskey"}
+    assert env["VESSELSEG_S3_ACCESS_KEY_FILE"]["value"] == "/var/run/secrets/vesselseg/s3/accesskey"
+    assert not any("valueFrom" in e for e in trainer["env"])  # the keys are files, not inherited variables
     command = trainer["command"]
     assert command[:3] == ["mpirun", "--np", "24"]
     assert {command[i + 1] for i, arg in enumerate(command) if arg == "-x"} == set(env)
@@ -65,11 +66,15 @@ def test_trainjob_carries_the_stage_config_resources_scheduling_and_secrets() ->
     assert [j["name"] for j in jobs] == ["launcher", "node"]
     pod = jobs[0]["template"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
-    assert {v["name"] for v in pod["volumes"]} == {"dshm", "pvc-0"}
+    assert {v["name"] for v in pod["volumes"]} == {"s3-keys", "dshm", "pvc-0"}
     assert pod["containers"] == [
         {
             "name": "node",
-            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "pvc-0", "mountPath": "/workspace"}],
+            "volumeMounts": [
+                {"name": "s3-keys", "mountPath": "/var/run/secrets/vesselseg/s3", "readOnly": True},
+                {"name": "dshm", "mountPath": "/dev/shm"},
+                {"name": "pvc-0", "mountPath": "/workspace"},
+            ],
         }
     ]
 

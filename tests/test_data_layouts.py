@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -251,7 +252,11 @@ def test_prepare_drive_keeps_official_split_and_second_annotator(tmp_path):
     assert ds.ids("test") == ["01_test", "02_test"]
     assert np.array_equal(ds.mask_2nd("02_test"), fundus(52).mask)
     assert ds.mask_2nd("21_training") is None
-    assert sorted(p.name for p in (tmp_path / "out" / "masks_2nd").iterdir()) == ["01_test.png", "02_test.png"]
+    # The test split's second annotator is test ground truth: it lives with the test labels.
+    assert sorted(p.name for p in (tmp_path / "out" / "test_labels" / "masks_2nd").iterdir()) == [
+        "01_test.png",
+        "02_test.png",
+    ]
     assert ds.stats["test"]["fov_source"] == "given"
 
     # The fingerprint hashes contents, not where the folder happens to be.
@@ -267,4 +272,15 @@ def test_prepare_drive_refuses_the_same_photograph_in_train_and_test(tmp_path):
         prepare_dataset(DataPrepConfig(source=str(root)), tmp_path / "out")
     assert "test/images/02_test.tif (test)" in str(error.value)
     assert "training/images/21_training.tif (" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_a_data_error_naming_it(tmp_path):
+    root = build_generic(tmp_path / "data")
+    for sub in ("images", "masks", "fov"):
+        folder = root / sub
+        original = next(p for p in folder.iterdir() if p.stem == "b")
+        os.rename(bytes(original), bytes(folder) + b"/b\xff" + original.suffix.encode())
+    with pytest.raises(DataError, match=r"b\\xff.* is not valid UTF-8"):
+        prepare_dataset(DataPrepConfig(source=str(root)), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -2,13 +2,16 @@
 
 import gzip
 import io
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from vesselseg.data import RawSample, binarize_mask, derive_fov, load_sample, read_image, read_mask
+from vesselseg.data import DataPrepConfig, RawSample, binarize_mask, derive_fov, load_sample, read_image, read_mask
+from vesselseg.data.loading import ReadLimits
 from vesselseg.data.synthetic import generate_fundus
 from vesselseg.errors import DataError
 
@@ -182,3 +185,47 @@ def test_derived_fov_ignores_burnt_in_marks_touching_the_circle():
 def test_black_image_has_no_fov_to_derive():
     with pytest.raises(DataError, match=r"cannot derive a field of view for dark\.jpg"):
         derive_fov(np.zeros((64, 64, 3), np.uint8), "dark.jpg")
+
+
+def test_a_144_megapixel_mask_is_refused_before_decoding(tmp_path):
+    """Pillow's own check only warns between ~89 and ~179 megapixels; the explicit limit refuses it."""
+    path = tmp_path / "huge.png"
+    Image.new("1", (12_000, 12_000)).save(path)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(DataError, match=r"huge\.png is too large.*144000000 pixels.*max_pixels=64,000,000"):
+        read_mask(path)
+
+
+def test_the_pixel_limit_is_configurable(tmp_path):
+    path = write(np.zeros((40, 50), np.uint8), tmp_path / "m.png")
+    assert read_mask(path, limits=ReadLimits(max_pixels=2000)).shape == (40, 50)
+    with pytest.raises(DataError, match="above the limit of 1,999"):
+        read_mask(path, limits=ReadLimits(max_pixels=1999))
+    with pytest.raises(ValidationError, match="max_pixels"):
+        ReadLimits(max_pixels=Image.MAX_IMAGE_PIXELS + 1)
+
+
+def test_a_gz_bomb_is_refused_while_streaming_not_after_unpacking_it(tmp_path):
+    """64 MiB of zeros in a small .gz: with a cap of 4 MiB, no more than about that is ever held in memory."""
+    path = tmp_path / "im0001.ppm.gz"
+    header = b"P5 8192 8192 255\n"
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(header)
+        for _ in range(64):
+            out.write(bytes(1 << 20))
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"im0001\.ppm\.gz unpacks to more than 4 MiB.*max_decompressed_mib"):
+            read_image(path, limits=ReadLimits(max_decompressed_mib=4))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak / (1 << 20):.0f} MiB"
+
+
+def test_data_prep_config_carries_the_limits(tmp_path):
+    path = write(generate_fundus(64, seed=0, index=0).image, tmp_path / "i.png")
+    config = DataPrepConfig.model_validate({"limits": {"max_pixels": 100}})
+    with pytest.raises(DataError, match="max_pixels"):
+        read_image(path, config.limits)

@@ -17,6 +17,7 @@ from vesselseg.data import (
     SyntheticConfig,
     assign_splits,
     decode_rle,
+    encode_rle,
     generate_fundus,
     prepare_dataset,
 )
@@ -46,11 +47,14 @@ def build_generic(root: Path, n=5, fov=True):
 def test_synthetic_dataset_files(synthetic_dataset):
     out, summary = synthetic_dataset
     assert sorted(p.name for p in out.iterdir()) == [
-        "annotations", "fingerprint.json", "fov", "images", "index.parquet", "masks", "stats.json",
+        "annotations", "fingerprint.json", "fov", "images", "index.parquet", "masks", "stats.json", "test_labels",
     ]  # fmt: skip
-    assert sorted(p.name for p in (out / "annotations").iterdir()) == ["test.json", "train.json", "val.json"]
+    assert sorted(p.name for p in (out / "annotations").iterdir()) == ["train.json", "val.json"]
+    assert sorted(p.relative_to(out / "test_labels").as_posix() for p in (out / "test_labels").rglob("*.*")) == [
+        "annotations/test.json", "fingerprint.json", "labels.parquet", "masks/synthetic_0001.png", "stats.json",
+    ]  # fmt: skip
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
-    index = pd.read_parquet(out / "index.parquet")
+    index = PreparedDataset(out).index
     assert len(index) == summary.n_images == 6
     assert index["split"].value_counts().to_dict() == {"train": 4, "val": 1, "test": 1}
     for i, row in enumerate(index.itertuples()):
@@ -69,11 +73,54 @@ def test_synthetic_dataset_files(synthetic_dataset):
         assert row.vessel_fraction_fov == pytest.approx(f.mask[f.fov].mean())
 
 
+def test_nothing_outside_test_labels_derives_from_the_test_ground_truth(synthetic_dataset, tmp_path):
+    """The dataset without its test_labels/ folder (what every non-scoring task is given) holds no test mask,
+    no number computed from one, and refuses to produce one."""
+    out, _ = synthetic_dataset
+    public = tmp_path / "public"
+    shutil.copytree(out, public, ignore=shutil.ignore_patterns("test_labels"))
+    test_id = "synthetic_0001"
+    truth = generate_fundus(64, 3, 1)
+    index = pd.read_parquet(public / "index.parquet")
+    row = index.set_index("sample_id").loc[test_id]
+    assert row["split"] == "test"
+    assert all(pd.isna(row[c]) for c in ("mask", "mask_2nd", "mask_sha256", "mask_2nd_sha256", "vessel_fraction_fov"))
+    stats = json.loads((public / "stats.json").read_text())["test"]
+    assert stats["n_images"] == 1 and stats["vessel_fraction_fov"] is None is stats["all_background_accuracy_fov"]
+    rle = encode_rle(truth.mask)["counts"].encode()
+    for path in public.rglob("*"):
+        if path.is_file():
+            assert rle not in path.read_bytes(), f"{path} holds the test mask's encoding"
+            if path.suffix == ".png":
+                with Image.open(path) as img:
+                    pixels = np.asarray(img.convert("L")) >= 128
+                assert not np.array_equal(pixels, truth.mask), f"{path} is the test mask"
+    ds = PreparedDataset(public)
+    assert not ds.has_test_labels
+    with pytest.raises(DataError, match=r"no ground truth for 'synthetic_0001'.*own artifact"):
+        ds.mask(test_id)
+    with pytest.raises(DataError, match=r"no ground truth for 'synthetic_0001'"):
+        ds.mask_2nd(test_id)
+    assert np.array_equal(ds.image(test_id), truth.image) and np.array_equal(ds.fov(test_id), truth.fov)
+
+
+def test_test_labels_of_another_dataset_are_refused(synthetic_dataset, tmp_path):
+    out, _ = synthetic_dataset
+    other = tmp_path / "other"
+    prepare_dataset(DataPrepConfig(synthetic=SYNTH.model_copy(update={"seed": 4})), other)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed, ignore=shutil.ignore_patterns("test_labels"))
+    shutil.copytree(other / "test_labels", mixed / "test_labels")
+    with pytest.raises(DataError, match=r"test labels in .* belong to dataset"):
+        PreparedDataset(mixed)
+
+
 def test_synthetic_annotations_decode_to_the_written_masks(synthetic_dataset):
     out, _ = synthetic_dataset
     ds = PreparedDataset(out)
     for split in ("train", "val", "test"):
-        entries = json.loads((out / "annotations" / f"{split}.json").read_text())
+        folder = out / "test_labels" if split == "test" else out
+        entries = json.loads((folder / "annotations" / f"{split}.json").read_text())
         assert [e["image"] for e in entries] == [f"images/{sid}.png" for sid in ds.ids(split)]
         for entry, sid in zip(entries, ds.ids(split), strict=True):
             assert entry["text"] == ["blood vessels"]
@@ -83,6 +130,7 @@ def test_synthetic_annotations_decode_to_the_written_masks(synthetic_dataset):
 def test_stats_are_pooled_over_each_split(synthetic_dataset):
     out, summary = synthetic_dataset
     stats = json.loads((out / "stats.json").read_text())
+    stats.update(json.loads((out / "test_labels" / "stats.json").read_text()))
     ds = PreparedDataset(out)
     assert ds.stats == stats
     for split in ("train", "val", "test"):
@@ -92,7 +140,8 @@ def test_stats_are_pooled_over_each_split(synthetic_dataset):
         assert stats[split]["vessel_fraction_fov"] == pytest.approx(vessel / fov)
         assert stats[split]["all_background_accuracy_fov"] == pytest.approx(1 - vessel / fov)
         assert stats[split]["fov_source"] == "synthetic"
-        assert summary.splits[split].vessel_fraction_fov == pytest.approx(vessel / fov)
+        full = summary.test_labels if split == "test" else summary.splits[split]
+        assert full.vessel_fraction_fov == pytest.approx(vessel / fov)
 
 
 def test_fingerprint_is_reproducible_and_tracks_data_and_config(synthetic_dataset, tmp_path):

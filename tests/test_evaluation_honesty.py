@@ -61,10 +61,12 @@ def test_honest_predictions_pass_every_check(dataset: PreparedDataset, frangi: P
 
 
 def test_test_truth_in_provenance_is_refused(dataset: PreparedDataset, tmp_path: Path) -> None:
-    test_mask = f"masks/{dataset.ids('test')[0]}.png"
-    preds = _write(dataset, tmp_path / "p", "leaky", _noisy(dataset), ["images/a.png", test_mask])
-    with pytest.raises(HonestyError, match=rf"truth_in_provenance \[leaky\].*{test_mask}"):
-        evaluate(dataset, [preds], EvaluateConfig(n_boot=50), tmp_path / "out")
+    test_mask = dataset.index.set_index("sample_id").loc[dataset.ids("test")[0], "mask"]
+    assert test_mask.startswith("test_labels/masks/")
+    for read in (test_mask, test_mask.removeprefix("test_labels/")):  # the dataset's name, the label artifact's
+        preds = _write(dataset, tmp_path / read, "leaky", _noisy(dataset), ["images/a.png", read])
+        with pytest.raises(HonestyError, match=rf"truth_in_provenance \[leaky\].*{read}"):
+            evaluate(dataset, [preds], EvaluateConfig(n_boot=50), tmp_path / "out")
 
 
 def test_missing_provenance_is_refused(dataset: PreparedDataset, tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vesselseg.infer import OFFICIAL_PROMPT, InferConfig, InferError
+from vesselseg.infer import InferConfig, InferError
 from vesselseg.infer.remote_code import load_remote_code
 from vesselseg.model import build_tokenizer
+from vesselseg.model.prompts import segmentation_prompt
 from vesselseg.stages import data_prep, infer
 from vesselseg.stages.inputs import fetch_predictions
 from vesselseg.storage import ObjectStore, read_manifest
@@ -122,7 +123,7 @@ def test_refused_without_the_explicit_opt_in(tmp_path, monkeypatch, dataset, sto
         infer.run(config, store)
     assert "runs the Python files shipped in the folder" in str(refused.value)
     with pytest.raises(InferError, match="trust_remote_code"):
-        load_remote_code(str(folder), False, torch.float32, [], {}, OFFICIAL_PROMPT)
+        load_remote_code(str(folder), False, torch.float32, [], {}, segmentation_prompt("the vessels"))
     assert not marker.exists(), "the folder's code must not even be imported"
     assert store.list(prefix + "/") == []
 
@@ -143,7 +144,7 @@ def test_official_folder_predicts_through_predict_forward(tmp_path, monkeypatch,
     predictions = fetch_predictions(store, result.predictions, tmp_path / "out")
     assert predictions.info.calibrated is False, "thresholded masks: AUC must be reported unavailable"
     assert predictions.info.details["backend"] == "remote_code"
-    assert predictions.info.details["prompt"] == OFFICIAL_PROMPT
+    assert predictions.info.details["prompt"].startswith("<image>\nPlease segment "), "the native backend's prompt"
     manifest = read_manifest(store, result.predictions)
     assert set(manifest.inputs) == {"dataset"}, "a local folder is no artifact; ground truth never is an input"
 

@@ -106,6 +106,16 @@ def test_native_size_maps_from_images_only(published, reference, store: ObjectSt
 
 
 @pytest.mark.slow
+def test_rerun_keeps_the_artifact_and_references_to_it(published, store, prefix) -> None:
+    """Speeds differ on every run; they must not make a re-run replace `model-<key>` under pinned references."""
+    config = infer.Config(model=published["model"], dataset=published["dataset"], prefix=prefix)
+    first = infer.run(config, store)
+    second = infer.run(config, store)
+    assert second.predictions == first.predictions
+    manifest = read_manifest(store, first.predictions)  # a reference taken before the re-run still resolves
+    assert manifest.run_stats["n_images"] == first.stats.n_images
+
+
 def test_replicas_on_two_cpu_processes_give_the_same_masks(published, reference, store, prefix, tmp_path) -> None:
     config = infer.Config(
         model=published["model"],

@@ -33,9 +33,16 @@ def test_local_pipeline_runs_and_reuses_its_cache(
     assert summary["metrics"]["frangi"]["dice"] > summary["metrics"]["all_background"]["dice"]
     # Four CPU steps train nothing worth a number; the model is scored all the same, beside the baselines.
     assert 0.0 <= summary["metrics"]["model"]["dice"] <= 1.0
+    # The real model's and Frangi's predictions pass every honesty and plausibility check.
+    checks = {(c["name"], c["predictor"]) for c in summary["honesty"]}
+    assert {("noise_like_errors", "model"), ("subset_of_truth", "frangi")} <= checks
+    assert [c["detail"] for c in summary["honesty"] if not c["passed"]] == []
     report = (tmp_path / "runs" / "latest" / "report.html").read_text()
     assert report.lower().startswith("<!doctype html>") and "frangi" in report and "model" in report
     assert "parity" in report and "max_abs_error" in report, "the conversion's parity check belongs in the report"
+    assert "reached only: <b>data-prep, evaluate, visualize</b>. Not given to: baseline, convert, finetune, infer" in (
+        report
+    )
     with caplog.at_level(logging.INFO):
         second = run_local(ROOT / "pipeline.py", overrides, tmp_path / "runs")
     hits = [r for r in caplog.records if "cache hit" in r.getMessage()]

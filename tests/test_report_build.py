@@ -6,6 +6,7 @@ The ``pipeline_run`` fixture is session-scoped and shared with ``test_report_bro
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from vesselseg.baselines.predict import dataset_files
 from vesselseg.data import DataPrepConfig, PreparedDataset, SplitConfig, SyntheticConfig, prepare_dataset
 from vesselseg.errors import DataError
 from vesselseg.evaluation import EvaluateConfig, evaluate
+from vesselseg.evaluation.honesty import EXPLANATIONS
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
 from vesselseg.report import ERROR_COLOURS, ReportConfig, build_report, error_overlay
 from vesselseg.report.html import SECTIONS
@@ -223,6 +225,35 @@ def test_markdown_summary_has_the_table_baselines_cis_and_honesty(pipeline_run: 
         assert re.search(row, markdown), name
     assert f"**Honesty checks: all {len(summary['honesty'])} passed.**" in markdown
     assert summary["thresholds"]["frangi"]["source"] in result.html.read_text()
+
+
+def test_honesty_section_explains_each_check_and_who_could_read_the_test_labels(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
+    access = [
+        {"stage": "data-prep", "read_test_labels": True, "note": "wrote them"},
+        {"stage": "evaluate", "read_test_labels": True},
+        {"stage": "infer", "read_test_labels": False},
+        {"stage": "finetune", "read_test_labels": False},
+        {"stage": "visualize", "read_test_labels": True},
+    ]
+    run = PipelineRun(
+        pipeline_run.dataset,
+        pipeline_run.predictions,
+        pipeline_run.evaluation,
+        pipeline_run.train_log,
+        {**pipeline_run.provenance, "test_label_access": access},
+    )
+    result = build(run, tmp_path / "report", embed_images=False)
+    markdown, page = result.markdown.read_text(), result.html.read_text()
+    assert "reached only: **data-prep, evaluate, visualize**; not given to: finetune, infer" in markdown
+    assert "reached only: <b>data-prep, evaluate, visualize</b>. Not given to: finetune, infer" in page
+    summary = json.loads((pipeline_run.evaluation / "summary.json").read_text())
+    for check in summary["honesty"]:
+        assert f"`{check['name']}`" in markdown and EXPLANATIONS[check["name"]] in markdown
+        assert html.escape(EXPLANATIONS[check["name"]]) in page
+    unrecorded = build(pipeline_run, tmp_path / "plain", embed_images=False)
+    assert "not recorded for this report" in unrecorded.html.read_text()
 
 
 def test_training_section_only_with_a_training_log(pipeline_run: PipelineRun, tmp_path: Path) -> None:

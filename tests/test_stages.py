@@ -11,6 +11,7 @@ from PIL import Image
 
 from vesselseg.errors import DataError, HonestyError
 from vesselseg.stages import baseline, data_prep, evaluate
+from vesselseg.stages.test_labels import label_store
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest
 
 SMALL = {"synthetic": {"count": 10, "size": 128, "seed": 5}, "split": {"seed": 5}}
@@ -29,11 +30,25 @@ def test_data_prep_publishes_a_verified_dataset(published, store: ObjectStore, t
     manifest = read_manifest(store, prep.dataset)
     assert manifest.kind == "dataset" and manifest.stage == "data-prep"
     paths = {f.path for f in manifest.files}
-    assert {"index.parquet", "stats.json", "fingerprint.json", "annotations/test.json"} <= paths
+    assert {"index.parquet", "stats.json", "fingerprint.json", "annotations/val.json"} <= paths
     assert sum(p.startswith("images/") for p in paths) == 10
     assert prep.dataset.uri.endswith(prep.summary.fingerprint[:16] + "/")
     fetch_dir(store, prep.dataset, tmp_path)
     assert json.loads((tmp_path / "fingerprint.json").read_text())["fingerprint"] == prep.summary.fingerprint
+
+
+def test_test_labels_are_their_own_artifact_in_their_own_bucket(published, store: ObjectStore) -> None:
+    prep, _ = published
+    labels = label_store(store)
+    assert labels.bucket != store.bucket and prep.test_labels.uri.startswith(f"s3://{labels.bucket}/")
+    manifest = read_manifest(labels, prep.test_labels)
+    assert manifest.kind == "test-labels" and manifest.inputs == {"dataset": prep.dataset}
+    test_ids = {f"{i}.png" for i in _test_ids(store, prep)}
+    mask_files = {f.path.removeprefix("masks/") for f in manifest.files if f.path.startswith("masks/")}
+    assert mask_files == test_ids and "annotations/test.json" in {f.path for f in manifest.files}
+    dataset_files = {f.path for f in read_manifest(store, prep.dataset).files}
+    assert not {p for p in dataset_files if p.startswith(("masks/", "masks_2nd/")) and p.split("/")[1] in test_ids}
+    assert "annotations/test.json" not in dataset_files
 
 
 def test_baseline_never_reads_test_truth(published, store: ObjectStore) -> None:
@@ -42,22 +57,27 @@ def test_baseline_never_reads_test_truth(published, store: ObjectStore) -> None:
     assert manifest.inputs["dataset"] == prep.dataset
     read = manifest.summary["read_files"]
     assert any(p.startswith("masks/") for p in read), "the validation masks choose the threshold"
-    test_ids = {
-        json.loads(json.dumps(a))["image"].split("/")[-1].removesuffix(".png")
-        for a in _annotations(store, prep, "test")
-    }
-    assert test_ids and not any(p == f"masks/{i}.png" for i in test_ids for p in read)
+    test_ids = _test_ids(store, prep)
+    assert test_ids and not any(p.endswith(f"masks/{i}.png") for i in test_ids for p in read)
     assert 0 < frangi.info.threshold < 1
 
 
-def _annotations(store: ObjectStore, prep: data_prep.Result, split: str) -> list[dict]:
-    return json.loads(store.get_bytes(store.key_of(prep.dataset.uri) + f"annotations/{split}.json"))
+def _test_ids(store: ObjectStore, prep: data_prep.Result) -> set[str]:
+    entries = json.loads(
+        label_store(store).get_bytes(label_store(store).key_of(prep.test_labels.uri) + "annotations/test.json")
+    )
+    return {entry["image"].split("/")[-1].removesuffix(".png") for entry in entries}
 
 
 def test_evaluate_scores_frangi_above_all_background(published, store: ObjectStore) -> None:
     prep, frangi = published
     result = evaluate.run(
-        evaluate.Config(dataset=prep.dataset, predictions=[frangi.predictions], prefix="tests/stages/evaluations"),
+        evaluate.Config(
+            dataset=prep.dataset,
+            test_labels=prep.test_labels,
+            predictions=[frangi.predictions],
+            prefix="tests/stages/evaluations",
+        ),
         store,
     )
     metrics = result.summary.metrics
@@ -66,7 +86,13 @@ def test_evaluate_scores_frangi_above_all_background(published, store: ObjectSto
     assert metrics["all_background"]["accuracy"] == pytest.approx(1 - result.summary.vessel_fraction, abs=0.05)
     assert all(check.passed for check in result.summary.honesty)
     manifest = read_manifest(store, result.evaluation)
-    assert set(manifest.inputs) == {"dataset", "predictions:frangi"}
+    assert set(manifest.inputs) == {"dataset", "test_labels", "predictions:frangi"}
+
+
+def test_evaluate_without_the_test_labels_is_an_error(published, store: ObjectStore) -> None:
+    prep, frangi = published
+    with pytest.raises(DataError, match="test split's ground truth is its own artifact"):
+        evaluate.run(evaluate.Config(dataset=prep.dataset, predictions=[frangi.predictions]), store)
 
 
 def _forged_predictions(
@@ -78,6 +104,7 @@ def _forged_predictions(
     from vesselseg.storage import publish_dir
 
     fetch_dir(store, prep.dataset, tmp_path / "ds")
+    fetch_dir(label_store(store), prep.test_labels, tmp_path / "ds" / "test_labels")
     dataset = PreparedDataset(tmp_path / "ds")
     writer = PredictionWriter(tmp_path / name)
     for split in ("val", "test"):
@@ -97,13 +124,25 @@ def test_evaluate_refuses_ground_truth_as_prediction(published, store: ObjectSto
     forged = _forged_predictions(store, prep, tmp_path, ["images/x.png"], "copycat")
     with pytest.raises(HonestyError, match="prediction_identical_to_truth"):
         evaluate.run(
-            evaluate.Config(dataset=prep.dataset, predictions=[forged], prefix="tests/stages/evaluations"), store
+            evaluate.Config(
+                dataset=prep.dataset,
+                test_labels=prep.test_labels,
+                predictions=[forged],
+                prefix="tests/stages/evaluations",
+            ),
+            store,
         )
     allowed = evaluate.run(
         evaluate.Config(
             dataset=prep.dataset,
+            test_labels=prep.test_labels,
             predictions=[forged],
-            evaluate={"allow_identical_to_truth": True},
+            evaluate={
+                "allow_identical_to_truth": True,
+                "allow_subset_of_truth": True,
+                "allow_superset_of_truth": True,
+                "allow_beyond_human_agreement": True,
+            },
             prefix="tests/stages/evaluations",
         ),
         store,

@@ -169,3 +169,27 @@ def test_store_up_reuses_a_running_server(store_settings: StoreSettings) -> None
     before = server.status(store_settings)
     again = server.up(store_settings)
     assert before.up and again.up and again.pid == before.pid
+
+
+def test_publish_refuses_a_prefix_that_holds_other_artifacts(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+    """`import-official` with `out` one level too high once deleted the two artifacts below it."""
+    a, _ = publish_dir(store, _artifact(tmp_path / "a"), f"{prefix}/models/a", kind="model", stage="unit", config={})
+    b, _ = publish_dir(store, _artifact(tmp_path / "b"), f"{prefix}/models/b", kind="model", stage="unit", config={})
+    before = store.list(f"{prefix}/models/")
+    with pytest.raises(StorageError, match=r"refusing to publish to .*/models/: it holds 2 other artifact.*a/manifest"):
+        publish_dir(store, _artifact(tmp_path / "c"), f"{prefix}/models", kind="model", stage="unit", config={})
+    assert store.list(f"{prefix}/models/") == before
+    fetch_dir(store, a, tmp_path / "a-back")
+    fetch_dir(store, b, tmp_path / "b-back")
+
+
+def test_republish_removes_only_what_the_previous_manifest_listed(
+    store: ObjectStore, prefix: str, tmp_path: Path
+) -> None:
+    publish_dir(store, _artifact(tmp_path / "a", n=3), prefix, kind="test", stage="unit", config={})
+    store.put_bytes(f"{prefix}/notes/someone-elses.txt", b"not the artifact's")
+    _, manifest = publish_dir(store, _artifact(tmp_path / "b", n=1), prefix, kind="test", stage="unit", config={})
+    assert sorted(store.list(prefix)) == sorted(
+        [f"{prefix}/manifest.json", f"{prefix}/notes/someone-elses.txt"]
+        + [f"{prefix}/{f.path}" for f in manifest.files]
+    )

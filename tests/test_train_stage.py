@@ -29,6 +29,7 @@ from vesselseg.model import Sa2VAConfig, Sa2VAModel, apply_training_recipe
 from vesselseg.model.official import OfficialImportError
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
+from vesselseg.storage.settings import work_dir
 from vesselseg.train import TrainingError
 from vesselseg.train.launch import run_workers
 
@@ -76,6 +77,11 @@ def _losses(store: ObjectStore, result: finetune.Result) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in map(json.loads, log.splitlines()) if "loss" in row}
 
 
+def _work_folders(prefix: str, run_key: str) -> list[Path]:
+    """Every local work, launch or lock path any launch of the run left."""
+    return sorted((work_dir() / "scratch").glob(finetune.run_name(prefix, run_key) + "-*"))
+
+
 def _assert_same_curve(a: dict[int, float], b: dict[int, float], rel: float) -> None:
     assert sorted(a) == sorted(b)
     for step in a:
@@ -108,8 +114,7 @@ def test_two_rank_zero2_run_publishes_checkpoints_log_and_summary(
     layout = (summary["world_size"], summary["zero_stage"], summary["precision"], summary["final_step"])
     assert layout == (2, 2, "fp32", 8)
     assert summary["best_step"] in (4, 8) and summary["config"]["steps"] == 8
-    job = finetune.prepare(_config(dataset, f"{SESSION}/reference", cpu_processes=2), store)
-    assert not Path(job.workdir).exists() and not Path(f"{job.workdir}-launch").exists(), "local scratch left behind"
+    assert not _work_folders(f"{SESSION}/reference", reference.summary.run_key), "local scratch left behind"
 
 
 def test_ranks_refuse_a_world_the_stage_did_not_plan(dataset, store: ObjectStore, prefix: str, tmp_path: Path) -> None:
@@ -201,8 +206,7 @@ def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
     assert resumed.summary.resumed_from == [resumed.resumed_from_step]
     _assert_same_curve(_losses(store, resumed), _losses(store, reference), rel=1e-6)
     assert resumed.summary.final_loss == pytest.approx(reference.summary.final_loss, rel=1e-6)
-    job = finetune.prepare(config, store)
-    leftovers = [p for p in (Path(job.workdir), Path(f"{job.workdir}-launch")) if p.exists()]
+    leftovers = _work_folders(prefix, resumed.summary.run_key)
     assert not leftovers, f"the killed launch's scratch was not cleaned: {leftovers}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,12 @@ def _stage(args: argparse.Namespace) -> int:
 
 def _run_local(args: argparse.Namespace) -> int:
     from vesselseg.local_run import run_local
+    from vesselseg.opt_ins import ENV
 
+    # The tasks (subprocesses) inherit the environment: this is how the operator's opt-ins reach them.
+    for name in ENV:
+        if getattr(args, name):
+            os.environ[ENV[name]] = "true"
     run_local(
         pipeline_file=args.pipeline,
         overrides=args.set,
@@ -91,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--image-cpu", help="docker runner: the CPU image (default: build/images.env's)")
     local.add_argument("--image-gpu", help="docker runner: the image of finetune and infer (default: the CPU image)")
+    local.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="operator opt-in: infer may load a model folder that ships its own Python code (SECURITY.md)",
+    )
+    local.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="operator opt-in: convert may unpickle a checkpoint that holds Python objects (SECURITY.md)",
+    )
     local.set_defaults(func=_run_local)
 
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")

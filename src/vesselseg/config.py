@@ -6,11 +6,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vesselseg.errors import VesselsegError
 
 C = TypeVar("C", bound=BaseModel)
+
+
+class ConfigModel(BaseModel):
+    """The base of every config: no float field takes inf or NaN.
+
+    A bound such as `gt=0` lets inf through and NaN compares false with everything, so `lr=inf` or `beta=nan`
+    would pass field by field and surface much later as a diverged run or a silently empty map.
+    Subclasses set their own `model_config` (extra="forbid", frozen, ...); pydantic merges it with this one.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 class ConfigError(VesselsegError, ValueError):

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from vesselseg.opt_ins import apply_opt_ins, refuse_in_parameters
 from vesselseg.storage import InputRef
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,17 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def stage_data(
+    stage: str, base: dict[str, Any], overrides: dict[str, Any], wired: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A stage's config data: `base` (the wired inputs among it), the run's overrides, then the operator's opt-ins.
+
+    Overrides are run parameters: they may not set an opt-in nor replace an input the DAG wires.
+    """
+    refuse_in_parameters(f"{stage}_overrides", overrides, wired)
+    return apply_opt_ins(stage, deep_merge(base, overrides))
+
+
 def write_ref(artifact: KfpArtifact, ref: InputRef, **metadata: Any) -> None:
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
     Path(artifact.path).write_text(ref.model_dump_json(indent=2))
@@ -49,12 +61,17 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_data_prep(source: str, seed: int, overrides: dict[str, Any], dataset: KfpArtifact) -> None:
+def run_data_prep(
+    source: str, seed: int, overrides: dict[str, Any], dataset: KfpArtifact, test_labels: KfpArtifact
+) -> None:
+    """Two outputs: the dataset every later task may read, and the test split's ground truth for the scorers only."""
     from vesselseg.stages import data_prep
 
     _logging()
     config = data_prep.Config.model_validate(
-        deep_merge({"data": {"source": source, "synthetic": {"seed": seed}, "split": {"seed": seed}}}, overrides)
+        stage_data(
+            "data_prep", {"data": {"source": source, "synthetic": {"seed": seed}, "split": {"seed": seed}}}, overrides
+        )
     )
     result = data_prep.run(config)
     write_ref(
@@ -63,19 +80,23 @@ def run_data_prep(source: str, seed: int, overrides: dict[str, Any], dataset: Kf
         fingerprint=result.summary.fingerprint,
         splits=json.dumps({name: stats.n_images for name, stats in result.summary.splits.items()}),
     )
+    write_ref(test_labels, result.test_labels, fingerprint=result.summary.fingerprint, split="test")
 
 
 def run_baseline(dataset: KfpArtifact, overrides: dict[str, Any], predictions: KfpArtifact) -> None:
     from vesselseg.stages import baseline
 
     _logging()
-    config = baseline.Config.model_validate(deep_merge({"dataset": read_ref(dataset).model_dump()}, overrides))
+    config = baseline.Config.model_validate(
+        stage_data("baseline", {"dataset": read_ref(dataset).model_dump()}, overrides, ("dataset",))
+    )
     result = baseline.run(config)
     write_ref(predictions, result.predictions, predictor=result.info.name, threshold=result.info.threshold)
 
 
 def run_evaluate(
     dataset: KfpArtifact,
+    test_labels: KfpArtifact,
     predictions: list[KfpArtifact],
     overrides: dict[str, Any],
     evaluation: KfpArtifact,
@@ -88,9 +109,15 @@ def run_evaluate(
 
     _logging()
     config = evaluate.Config.model_validate(
-        deep_merge(
-            {"dataset": read_ref(dataset).model_dump(), "predictions": [read_ref(p).model_dump() for p in predictions]},
+        stage_data(
+            "evaluate",
+            {
+                "dataset": read_ref(dataset).model_dump(),
+                "test_labels": read_ref(test_labels).model_dump(),
+                "predictions": [read_ref(p).model_dump() for p in predictions],
+            },
             overrides,
+            ("dataset", "test_labels", "predictions"),
         )
     )
     result = evaluate.run(config)
@@ -137,6 +164,7 @@ def _log_classification(evaluation: InputRef, predictor: str, roc: Any) -> None:
 
 def run_visualize(
     dataset: KfpArtifact,
+    test_labels: KfpArtifact,
     predictions: list[KfpArtifact],
     evaluation: KfpArtifact,
     training: KfpArtifact | None,
@@ -151,14 +179,17 @@ def run_visualize(
 
     _logging()
     config = visualize.Config.model_validate(
-        deep_merge(
+        stage_data(
+            "visualize",
             {
                 "dataset": read_ref(dataset).model_dump(),
+                "test_labels": read_ref(test_labels).model_dump(),
                 "predictions": [read_ref(p).model_dump() for p in predictions],
                 "evaluation": read_ref(evaluation).model_dump(),
                 "training": read_ref(training).model_dump() if training is not None else None,
             },
             overrides,
+            ("dataset", "test_labels", "predictions", "evaluation", "training"),
         )
     )
     result = visualize.run(config)
@@ -175,7 +206,12 @@ def run_infer(model: KfpArtifact, dataset: KfpArtifact, overrides: dict[str, Any
 
     _logging()
     config = infer.Config.model_validate(
-        deep_merge({"model": read_ref(model).model_dump(), "dataset": read_ref(dataset).model_dump()}, overrides)
+        stage_data(
+            "infer",
+            {"model": read_ref(model).model_dump(), "dataset": read_ref(dataset).model_dump()},
+            overrides,
+            ("model", "dataset", "shard"),
+        )
     )
     result = infer.run(config)
     write_ref(
@@ -197,13 +233,15 @@ def run_infer_shard(
 
     _logging()
     config = infer.Config.model_validate(
-        deep_merge(
+        stage_data(
+            "infer",
             {
                 "model": read_ref(model).model_dump(),
                 "dataset": read_ref(dataset).model_dump(),
                 "shard": {"index": shard_index, "count": shard_count},
             },
             overrides,
+            ("model", "dataset", "shard"),
         )
     )
     return infer.run(config).stats.computed
@@ -217,7 +255,12 @@ def run_convert(
 
     _logging()
     config = convert.Config.model_validate(
-        deep_merge({"training": read_ref(training).model_dump(), "dataset": read_ref(dataset).model_dump()}, overrides)
+        stage_data(
+            "convert",
+            {"training": read_ref(training).model_dump(), "dataset": read_ref(dataset).model_dump()},
+            overrides,
+            ("training", "dataset"),
+        )
     )
     result = convert.run(config)
     write_ref(model, result.model, dtype=result.summary["dtype"], parity_passed=result.parity.passed)
@@ -234,7 +277,9 @@ def run_finetune(dataset: KfpArtifact, overrides: dict[str, Any], training: KfpA
     from vesselseg.stages import finetune
 
     _logging()
-    config = finetune.Config.model_validate(deep_merge({"dataset": read_ref(dataset).model_dump()}, overrides))
+    config = finetune.Config.model_validate(
+        stage_data("finetune", {"dataset": read_ref(dataset).model_dump()}, overrides, ("dataset",))
+    )
     if (cluster := launcher_from_env()) is not None:
         result = finetune.Result.model_validate(launch("finetune", config, cluster))
     else:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from vesselseg.config import ConfigError, apply_overrides
 from vesselseg.evaluation.evaluate import EvaluationSummary
 from vesselseg.evaluation.table import format_table
+from vesselseg.opt_ins import ENV, refuse_in_parameters
 from vesselseg.storage import server
 from vesselseg.storage.settings import StoreSettings, work_dir
 
@@ -75,6 +76,8 @@ def _parameters(pipeline: Any, overrides: list[str]) -> dict[str, Any]:
     known = set(pipeline.component_spec.inputs or {})
     if unknown := sorted(set(params) - known):
         raise ConfigError(f"pipeline has no parameter {unknown[0]!r}; parameters: {', '.join(sorted(known))}")
+    for name, value in params.items():
+        refuse_in_parameters(name, value)
     return params
 
 
@@ -142,7 +145,11 @@ def run_local(
         "pipeline_root": str(pipeline_root),
         "object_store": store.endpoint,
     }
-    recording = container_runner.recording_containers(StoreSettings.from_env().to_env()) if images else nullcontext([])
+    # Containers inherit nothing: they get the store's settings and the operator's opt-ins (run-local's flags).
+    task_env = StoreSettings.from_env().to_env() | {
+        name: os.environ[name] for name in ENV.values() if name in os.environ
+    }
+    recording = container_runner.recording_containers(task_env) if images else nullcontext([])
     started = time.perf_counter()
     with recording as containers:
         try:

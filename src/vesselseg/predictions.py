@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import DataError
 from vesselseg.metrics import level
+from vesselseg.storage.paths import inside
 
 INFO = "predictor.json"
 TABLE = "predictions.parquet"
@@ -92,7 +93,9 @@ class PredictionSet:
     def prob(self, sample_id: str) -> np.ndarray:
         if sample_id not in self.table.index:
             raise DataError(f"prediction set {self.info.name!r} at {self.root} has no prediction for {sample_id!r}")
-        path = self.root / str(self.table.at[sample_id, "prob"])
+        path = inside(
+            self.root, str(self.table.at[sample_id, "prob"]), f"{self.root / TABLE} ({sample_id!r})", DataError
+        )
         try:
             array = np.asarray(Image.open(path))
         except OSError as err:

@@ -7,20 +7,26 @@ images of different contrast.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy import ndimage
 from skimage.filters import frangi
 
+from vesselseg.config import ConfigModel
 from vesselseg.predictions import encode_probability
 
 
-class FrangiConfig(BaseModel):
+class FrangiConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
-    sigmas: list[float] = Field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0], description="scales in px")
-    beta: float = 0.5
-    gamma: float | None = None
+    sigmas: list[Annotated[float, Field(gt=0, le=64)]] = Field(
+        default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0], min_length=1, description="scales in px"
+    )
+    # beta or gamma at 0 divides by zero inside skimage: NaN everywhere, an all-zero map.
+    beta: float = Field(0.5, gt=0, description="sensitivity to blob-like structures")
+    gamma: float | None = Field(None, gt=0, description="sensitivity to background noise; None: skimage's default")
     scale_percentile: float = Field(99.0, gt=50, le=100, description="in-FOV response mapped to 1.0")
     fov_erosion_px: int = Field(3, ge=0, description="drop the FOV rim, whose edge looks like a vessel")
 

@@ -9,6 +9,9 @@ candidate whose evaluation waived an honesty check. With no champion yet, the ca
 
 The champion record is `models/champion.json` in the object store; each promotion first archives the new
 record under `models/history/`, then replaces `champion.json`, so the history is never behind the champion.
+The replacement is a conditional write on the version the decision read (S3 If-Match, or If-None-Match for the
+first champion): of two runs promoting at once, one wins and the other fails naming the conflict, and its history
+entry is withdrawn.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.errors import VesselsegError
 from vesselseg.evaluation.evaluate import EvaluationSummary
 from vesselseg.storage import InputRef, ObjectStore, read_manifest
 from vesselseg.storage.artifact import code_version
+from vesselseg.storage.object_store import WriteConflict
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ class ChampionRecord(BaseModel):
     code_version: str
 
 
-class PromoteConfig(BaseModel):
+class PromoteConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     predictor: str = Field(description="which predictor of the evaluation summary is the candidate")
@@ -137,12 +142,13 @@ def decide(
     return False, f"kept the champion: candidate Dice {candidate.dice:.4f} ≤ champion's CI upper bound {bound:.4f}"
 
 
-def read_champion(store: ObjectStore, key: str) -> ChampionRecord | None:
+def read_champion(store: ObjectStore, key: str) -> tuple[ChampionRecord | None, str | None]:
+    """The champion record and the ETag of the version read (None, None when there is no champion yet)."""
     if not store.exists(key):
-        return None
-    raw = store.get_bytes(key)
+        return None, None
+    raw, etag = store.get_bytes_and_etag(key)
     try:
-        return ChampionRecord.model_validate_json(raw)
+        return ChampionRecord.model_validate_json(raw), etag
     except ValueError as err:
         raise ChampionError(f"champion record {store.uri(key)} is not a valid ChampionRecord: {err}") from err
 
@@ -158,19 +164,23 @@ def promote(
     candidate = candidate_record(
         summary, hashlib.sha256(summary_json).hexdigest(), config.predictor, fingerprint, model
     )
-    champion = read_champion(store, config.key)
+    champion, etag = read_champion(store, config.key)
     promoted, reason = decide(candidate, champion, summary, config.allow_new_dataset)
     if promoted and not config.dry_run:
-        # Re-read right before writing: a champion that changed since the decision means a concurrent run won.
-        if read_champion(store, config.key) != champion:
-            raise ChampionError(f"{store.uri(config.key)} changed while deciding; another run promoted concurrently")
         body = candidate.model_dump_json(indent=2).encode()
         # Microseconds keep the history listing in promotion order.
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        store.put_bytes(
-            f"{config.history_prefix.strip('/')}/{stamp}-{candidate.summary_sha256[:12]}.json", body, "application/json"
-        )
-        store.put_bytes(config.key, body, "application/json")
+        history = f"{config.history_prefix.strip('/')}/{stamp}-{candidate.summary_sha256[:12]}.json"
+        store.put_bytes(history, body, "application/json")
+        try:
+            # Only over the version decided against: a champion that changed since means a concurrent run won.
+            store.put_bytes_if(config.key, body, etag, "application/json")
+        except WriteConflict as err:
+            store.delete([history])
+            raise ChampionError(
+                f"{store.uri(config.key)} changed while deciding (another run promoted concurrently); this candidate "
+                "was not promoted: run the gate again to compare it with the new champion"
+            ) from err
     log.info("promote: %s", reason)
     return Decision(
         promoted=promoted and not config.dry_run,

@@ -11,6 +11,7 @@ retried attempts and a stack trace.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import logging
 import os
@@ -18,14 +19,16 @@ import re
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.errors import VesselsegError
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ class KfpAuthError(KfpError):
     """The KFP API refused the credentials (HTTP 401/403)."""
 
 
-class KfpTarget(BaseModel):
+class KfpTarget(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(description="KFP API base URL, e.g. http://localhost:8080 after a port-forward")
@@ -58,7 +61,10 @@ class KfpTarget(BaseModel):
     token: str | None = Field(None, repr=False)
     token_path: Path | None = None
     verify_ssl: bool = True
-    timeout_s: float = Field(10.0, gt=0, description="for the reachability probe")
+    allow_plain_http_token: bool = Field(
+        False, description="send the token over plain http:// to a host that is neither loopback nor in-cluster"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=600, description="for the reachability probe")
 
     @field_validator("host")
     @classmethod
@@ -66,6 +72,27 @@ class KfpTarget(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"KFP host {value!r} needs a scheme: http://… or https://…")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _token_transport(self) -> KfpTarget:
+        """A bearer token in clear text may be read on the way: only to this machine, or inside the cluster."""
+        url = urllib.parse.urlsplit(self.host)
+        if url.scheme != "http" or (self.token is None and self.token_path is None):
+            return self
+        host = url.hostname or ""
+        if host == "localhost" or _is_loopback(host):
+            return self
+        if host.endswith((".svc", ".svc.cluster.local")):
+            log.warning("sending the KFP token over plain http:// to %s (in-cluster service, not encrypted)", host)
+            return self
+        if not self.allow_plain_http_token:
+            raise ValueError(
+                f"refusing to send a bearer token over plain http:// to {self.host}: use https://, a "
+                "`kubectl port-forward` to localhost, or set KFP_ALLOW_PLAIN_HTTP_TOKEN=true if the network "
+                "in between is trusted"
+            )
+        log.warning("sending the KFP token over plain http:// to %s (allowed by KFP_ALLOW_PLAIN_HTTP_TOKEN)", host)
+        return self
 
     @classmethod
     def from_env(cls, **given: Any) -> KfpTarget:
@@ -75,12 +102,16 @@ class KfpTarget(BaseModel):
             "namespace": os.environ.get("KFP_NAMESPACE"),
             "token": os.environ.get("KFP_TOKEN"),
             "token_path": os.environ.get("KF_PIPELINES_SA_TOKEN_PATH"),
+            "allow_plain_http_token": os.environ.get("KFP_ALLOW_PLAIN_HTTP_TOKEN"),
         }
         values = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in given.items() if v is not None})
         if "host" not in values:
             raise KfpError("no KFP host: pass --host or set KFP_HOST (e.g. http://localhost:8080)")
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValueError as err:
+            raise KfpError(f"KFP target: {err}") from err
 
     def bearer(self) -> str | None:
         if self.token:
@@ -101,7 +132,7 @@ class UploadResult(BaseModel):
     created_pipeline: bool
 
 
-class Schedule(BaseModel):
+class Schedule(ConfigModel):
     """A recurring run: 6-field cron, one run at a time, no back-filling of missed slots."""
 
     model_config = ConfigDict(extra="forbid")
@@ -132,6 +163,13 @@ class RunOutcome(BaseModel):
     @property
     def succeeded(self) -> bool:
         return self.state == "SUCCEEDED"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def version_name(code_version: str, now: dt.datetime | None = None) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from vesselseg.cluster.client import KfpError, KfpSession, KfpTarget, Schedule, version_name
 from vesselseg.config import apply_overrides
+from vesselseg.opt_ins import refuse_in_parameters
 
 DEFAULT_PIPELINE = "vesselseg"
 DEFAULT_EXPERIMENT = "vesselseg"
@@ -21,7 +22,10 @@ DEFAULT_EXPERIMENT = "vesselseg"
 
 def _params(overrides: list[str]) -> dict[str, Any]:
     """`--set seed=3 --set data_prep_overrides.data.synthetic.count=8` → nested pipeline parameters."""
-    return apply_overrides({}, overrides)
+    params = apply_overrides({}, overrides)
+    for name, value in params.items():
+        refuse_in_parameters(name, value)
+    return params
 
 
 def _session(args: argparse.Namespace) -> KfpSession:

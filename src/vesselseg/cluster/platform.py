@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from vesselseg.config import ConfigError, load_config
+from vesselseg.config import ConfigError, ConfigModel, load_config
 from vesselseg.errors import VesselsegError
+from vesselseg.opt_ins import ENV, FIELDS, operator_opt_ins
 from vesselseg.storage.settings import ENV_PREFIX
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 # (manifests/kustomize/third-party/seaweedfs in kubeflow/pipelines; `minio-service:9000` is an alias).
 SEAWEEDFS_ENDPOINT = "seaweedfs.kubeflow.svc.cluster.local:8333"
 PART_OF = "vesselseg"
+# `vesselseg.stages.test_labels` reads these (the library's cluster layer does not import the stage layer).
+TEST_LABELS_ENV_PREFIX = "VESSELSEG_TEST_LABELS_"
+TEST_LABELS_OUTPUT = "test_labels"
 
 
 class ClusterConfigError(VesselsegError, ValueError):
@@ -47,17 +51,17 @@ class UnpinnedImageError(ClusterConfigError):
     """An image reference has no `@sha256:` digest while compiling for a cluster."""
 
 
-class Toleration(BaseModel):
+class Toleration(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str
     operator: Literal["Exists", "Equal"] = "Exists"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, ge=0)
 
 
-class Retry(BaseModel):
+class Retry(ConfigModel):
     """KFP retry policy: transient failures (node loss, preemption, store hiccups) get another attempt.
 
     Safe because every stage is idempotent: it re-publishes its artifact and writes the manifest last.
@@ -67,18 +71,18 @@ class Retry(BaseModel):
 
     num_retries: int = Field(2, ge=0)
     backoff_s: int = Field(30, ge=0, description="wait before the first retry")
-    factor: float = Field(2.0, ge=1.0, description="each further wait is this many times longer")
+    factor: float = Field(2.0, ge=1.0, le=10, description="each further wait is this many times longer")
     max_duration_s: int = Field(3600, ge=1, description="stop retrying this long after the first failure")
 
 
-class PvcMount(BaseModel):
+class PvcMount(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     claim: str = Field(description="PersistentVolumeClaim name in the run's namespace")
     mount_path: str
 
 
-class StageSpec(BaseModel):
+class StageSpec(ConfigModel):
     """How one stage runs on the cluster."""
 
     model_config = ConfigDict(extra="forbid")
@@ -94,15 +98,23 @@ class StageSpec(BaseModel):
     tolerations: list[Toleration] = Field(default_factory=list)
     shm_size: str | None = Field(None, description="size of a memory-backed /dev/shm (NCCL, DataLoader workers)")
     pvcs: list[PvcMount] = Field(default_factory=list)
+    scratch_size: str | None = Field(
+        None, description="size limit of the emptyDir at /tmp, the images' VESSELSEG_HOME; None: the node's disk"
+    )
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: int | None = Field(None, ge=1, description="activeDeadlineSeconds of the pod")
     retry: Retry | None = Field(default_factory=Retry)
     caching: bool = True
+    test_labels: bool = Field(
+        False,
+        description="mount the test-label identity's keys: only for stages whose task writes or receives the "
+        "test_labels artifact in the DAG (compiling refuses any other)",
+    )
     launcher: Literal["pod", "trainjob"] = Field(
         "pod", description="`trainjob`: the task pod only launches and waits for a Kubeflow Trainer TrainJob"
     )
 
-    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size")
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "shm_size", "scratch_size")
     @classmethod
     def _quantity(cls, value: str | None) -> str | None:
         if value is not None and not QUANTITY.match(value):
@@ -114,7 +126,13 @@ _GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoS
 
 # The built-in per-stage table. A new stage needs one line here (or in the YAML's `stages:`).
 DEFAULT_STAGES: dict[str, dict[str, Any]] = {
-    "data-prep": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    "data-prep": {
+        "cpu_request": "2",
+        "memory_request": "4Gi",
+        "memory_limit": "8Gi",
+        "timeout_s": 3600,
+        "test_labels": True,
+    },
     "baseline": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
     "finetune": {
         "image": "gpu",
@@ -147,8 +165,20 @@ DEFAULT_STAGES: dict[str, dict[str, Any]] = {
         "shm_size": "32Gi",
         "timeout_s": 12 * 3600,
     },
-    "evaluate": {"cpu_request": "4", "memory_request": "8Gi", "memory_limit": "16Gi", "timeout_s": 3 * 3600},
-    "visualize": {"cpu_request": "2", "memory_request": "4Gi", "memory_limit": "8Gi", "timeout_s": 3600},
+    "evaluate": {
+        "cpu_request": "4",
+        "memory_request": "8Gi",
+        "memory_limit": "16Gi",
+        "timeout_s": 3 * 3600,
+        "test_labels": True,
+    },
+    "visualize": {
+        "cpu_request": "2",
+        "memory_request": "4Gi",
+        "memory_limit": "8Gi",
+        "timeout_s": 3600,
+        "test_labels": True,
+    },
     # The gate reads the mutable champion record: never served from cache, never retried blindly.
     "promote": {
         "cpu_request": "500m",
@@ -170,7 +200,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class Images(BaseModel):
+class Images(ConfigModel):
     """The project's images; `VESSELSEG_IMAGE_CPU|GPU|TRAINJOB` fill what the YAML leaves out.
 
     `trainjob` is the CUDA image's `trainjob` target (adds OpenMPI and sshd for Kubeflow Trainer's runtime).
@@ -190,7 +220,7 @@ class Images(BaseModel):
     pull_secrets: list[str] = Field(default_factory=list)
 
 
-class ObjectStoreWiring(BaseModel):
+class ObjectStoreWiring(ConfigModel):
     """Where task pods find the object store, and the Secret holding its keys (never baked into an image)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -201,6 +231,9 @@ class ObjectStoreWiring(BaseModel):
     secret_name: str = "vesselseg-s3"
     access_key_key: str = "accesskey"
     secret_key_key: str = "secretkey"
+    secret_mount: str = Field(
+        "/var/run/secrets/vesselseg/s3", description="where the Secret is mounted as files (not passed as env)"
+    )
 
     def env(self) -> dict[str, str]:
         return {
@@ -209,12 +242,44 @@ class ObjectStoreWiring(BaseModel):
             ENV_PREFIX + "SECURE": str(self.secure).lower(),
         }
 
-    def secret_env(self) -> dict[str, str]:
-        """Secret key → environment variable, as `use_secret_as_env` wants it."""
-        return {self.access_key_key: ENV_PREFIX + "ACCESS_KEY", self.secret_key_key: ENV_PREFIX + "SECRET_KEY"}
+    def secret_file_env(self) -> dict[str, str]:
+        """The variables that point StoreSettings.from_env at the mounted Secret's files."""
+        return {
+            ENV_PREFIX + "ACCESS_KEY_FILE": f"{self.secret_mount}/{self.access_key_key}",
+            ENV_PREFIX + "SECRET_KEY_FILE": f"{self.secret_mount}/{self.secret_key_key}",
+        }
+
+    # The test split's ground truth lives in its own bucket, readable only with a second identity's keys
+    # (manifests/base/test-labels-secret.yaml); the keys above must not open that bucket.
+    test_labels_bucket: str = "vesselseg-test-labels"
+    test_labels_secret_name: str = "vesselseg-s3-test-labels"
+    test_labels_secret_mount: str = Field(
+        "/var/run/secrets/vesselseg/s3-test-labels", description="where the test-label keys arrive as files"
+    )
+
+    def test_labels_secret_file_env(self) -> dict[str, str]:
+        """The variables that point LabelStoreSettings.from_env at the mounted test-label Secret's files."""
+        return {
+            TEST_LABELS_ENV_PREFIX + "ACCESS_KEY_FILE": f"{self.test_labels_secret_mount}/{self.access_key_key}",
+            TEST_LABELS_ENV_PREFIX + "SECRET_KEY_FILE": f"{self.test_labels_secret_mount}/{self.secret_key_key}",
+        }
 
 
-class TrainJobSettings(BaseModel):
+class PodSecurity(ConfigModel):
+    """The identity task pods run as: the images' user (uid 1000), never root.
+
+    The SDK has no field for privilege escalation, capabilities or a read-only root (kfp-kubernetes documents
+    that KFP's backend sets the first two itself); KFP's launcher writes into the container anyway, so scratch
+    goes to an emptyDir at /tmp instead of the image's layer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_as_user: int = Field(1000, ge=1, description="uid; 0 (root) is refused")
+    run_as_group: int = Field(1000, ge=1)
+
+
+class TrainJobSettings(ConfigModel):
     """Kubeflow Trainer (≥ v2.2, `trainer.kubeflow.org/v1alpha1`) for stages whose `launcher` is `trainjob`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -224,11 +289,27 @@ class TrainJobSettings(BaseModel):
     runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "TrainingRuntime"
     num_nodes: int = Field(2, ge=1)
     namespace: str | None = Field(None, description="default: the namespace of the task pod that launches it")
-    poll_s: float = Field(30.0, gt=0)
+    poll_s: float = Field(30.0, gt=0, le=3600)
     result_prefix: str = Field("vesselseg/trainjobs", description="rank 0 writes <prefix>/<job>/result.json")
 
 
-class ClusterConfig(BaseModel):
+class OptIns(ConfigModel):
+    """Operator opt-ins compiled into the pipeline (SECURITY.md); unset here, the compiling environment's
+    VESSELSEG_TRUST_* decide. Run parameters cannot change them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trust_remote_code: bool = Field(
+        default_factory=lambda: operator_opt_ins()["trust_remote_code"],
+        description="infer may load a model folder that ships its own Python code",
+    )
+    trust_pickle: bool = Field(
+        default_factory=lambda: operator_opt_ins()["trust_pickle"],
+        description="convert may unpickle a checkpoint that holds Python objects",
+    )
+
+
+class ClusterConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     images: Images = Field(default_factory=Images)
@@ -238,6 +319,8 @@ class ClusterConfig(BaseModel):
     object_store: ObjectStoreWiring = Field(default_factory=ObjectStoreWiring)
     pipeline_root: str = Field("minio://mlpipeline/v2/artifacts", description="what kfp-launcher's ConfigMap says")
     trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
+    opt_ins: OptIns = Field(default_factory=OptIns)
+    pod_security: PodSecurity = Field(default_factory=PodSecurity)
     stages: dict[str, StageSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -337,11 +420,25 @@ def apply_platform(task: T, stage: str) -> T:
             )
         for pvc in spec.pvcs:
             kubernetes.mount_pvc(task, pvc_name=pvc.claim, mount_path=pvc.mount_path)
-    for name, value in {**config.object_store.env(), **spec.env}.items():
+    opt_ins = {ENV[name]: str(getattr(config.opt_ins, name)).lower() for name in FIELDS.get(stage, {})}
+    store = config.object_store
+    for name, value in {**store.env(), **store.secret_file_env(), **spec.env, **opt_ins}.items():
         task.set_env_variable(name, value)  # type: ignore[attr-defined]
-    kubernetes.use_secret_as_env(
-        task, secret_name=config.object_store.secret_name, secret_key_to_env=config.object_store.secret_env()
+    kubernetes.use_secret_as_volume(task, secret_name=store.secret_name, mount_path=store.secret_mount)
+    kubernetes.set_security_context(
+        task,
+        run_as_user=config.pod_security.run_as_user,
+        run_as_group=config.pod_security.run_as_group,
+        run_as_non_root=True,
     )
+    if spec.test_labels:
+        task.set_env_variable(TEST_LABELS_ENV_PREFIX + "BUCKET", store.test_labels_bucket)  # type: ignore[attr-defined]
+        for name, value in store.test_labels_secret_file_env().items():
+            task.set_env_variable(name, value)  # type: ignore[attr-defined]
+        kubernetes.use_secret_as_volume(
+            task, secret_name=store.test_labels_secret_name, mount_path=store.test_labels_secret_mount
+        )
+    kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path="/tmp", size_limit=spec.scratch_size)
     if config.images.pull_secrets:
         kubernetes.set_image_pull_secrets(task, config.images.pull_secrets)
     kubernetes.add_pod_label(task, "app.kubernetes.io/part-of", PART_OF)
@@ -403,7 +500,7 @@ def read_ir(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def check_compiled(path: Path, config: ClusterConfig) -> None:
-    """Every executor has a pinned image and the object-store wiring (i.e. `apply_platform` was called)."""
+    """Every executor has a pinned image, the object-store wiring and a non-root identity (`apply_platform`)."""
     spec, platform = read_ir(path)
     k8s = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     problems = []
@@ -415,12 +512,52 @@ def check_compiled(path: Path, config: ClusterConfig) -> None:
             config.check_pinned(container["image"], f"{path}: executor {name}")
         except UnpinnedImageError as err:
             problems.append(str(err))
-        secrets = {s.get("secretName") for s in k8s.get(name, {}).get("secretAsEnv", [])}
+        wiring = k8s.get(name, {})
+        secrets = {s.get("secretName") for s in wiring.get("secretAsVolume", [])}
         if config.object_store.secret_name not in secrets:
             problems.append(
                 f"{path}: executor {name} has no cluster wiring "
-                f"(no Secret {config.object_store.secret_name!r} as env): "
+                f"(no Secret {config.object_store.secret_name!r} mounted as files): "
                 "call apply_platform(task, '<stage>') on its task in pipeline.py"
             )
+        if wiring.get("securityContext", {}).get("runAsNonRoot") is not True:
+            problems.append(f"{path}: executor {name} may run as root (no securityContext.runAsNonRoot)")
+    problems += _label_secret_problems(spec, k8s, config)
     if problems:
         raise ClusterConfigError("; ".join(problems))
+
+
+def label_producers_and_consumers(spec: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(tasks whose component outputs `test_labels`, tasks that take such an output as an input) in the DAG."""
+    tasks = spec["root"]["dag"]["tasks"]
+    producers = {
+        name
+        for name, task in tasks.items()
+        if TEST_LABELS_OUTPUT
+        in spec["components"][task["componentRef"]["name"]].get("outputDefinitions", {}).get("artifacts", {})
+    }
+    consumers = {
+        name
+        for name, task in tasks.items()
+        for argument in task.get("inputs", {}).get("artifacts", {}).values()
+        if argument.get("taskOutputArtifact", {}).get("producerTask") in producers
+        and argument["taskOutputArtifact"].get("outputArtifactKey") == TEST_LABELS_OUTPUT
+    }
+    return producers, consumers
+
+
+def _label_secret_problems(spec: dict[str, Any], k8s: dict[str, Any], config: ClusterConfig) -> list[str]:
+    """The test-label keys go only to tasks that write or receive the test labels in the DAG."""
+    producers, consumers = label_producers_and_consumers(spec)
+    problems = []
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+        wiring = k8s.get(executor, {})
+        secrets = {s.get("secretName") for s in wiring.get("secretAsEnv", []) + wiring.get("secretAsVolume", [])}
+        if config.object_store.test_labels_secret_name in secrets and name not in producers | consumers:
+            problems.append(
+                f"task {name!r} would mount the test-label keys (Secret "
+                f"{config.object_store.test_labels_secret_name!r}) but neither writes nor receives the test_labels "
+                "artifact: set its stage's test_labels to false"
+            )
+    return problems

@@ -66,12 +66,14 @@ def build_trainjob(
     cluster.check_pinned(image, f"images.trainjob (TrainJob of stage {stage!r})")
     store = cluster.object_store
     result_key = f"{settings.result_prefix.strip('/')}/{name}/result.json"
-    plain_env = {**store.env(), **spec.env, STAGE_CONFIG_ENV: _config_json(stage_config), RESULT_KEY_ENV: result_key}
+    plain_env = {
+        **store.env(),
+        **store.secret_file_env(),
+        **spec.env,
+        STAGE_CONFIG_ENV: _config_json(stage_config),
+        RESULT_KEY_ENV: result_key,
+    }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain_env.items()]
-    env += [
-        {"name": var, "valueFrom": {"secretKeyRef": {"name": store.secret_name, "key": key}}}
-        for key, var in store.secret_env().items()
-    ]
     procs = max(spec.gpus, 1)
     forwarded = [arg for item in env for arg in ("-x", item["name"])]
     # OpenMPI passes only the variables named with -x on to the ranks of the other nodes.
@@ -94,8 +96,9 @@ def build_trainjob(
     limits = {k: v for k, v in {"cpu": spec.cpu_limit, "memory": spec.memory_limit}.items() if v}
     if spec.gpus:
         requests[spec.accelerator_type] = limits[spec.accelerator_type] = str(spec.gpus)
-    volumes: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
+    # The store's keys as files on every node (mpirun forwards only the variables that name them).
+    volumes: list[dict[str, Any]] = [{"name": "s3-keys", "secret": {"secretName": store.secret_name}}]
+    mounts: list[dict[str, Any]] = [{"name": "s3-keys", "mountPath": store.secret_mount, "readOnly": True}]
     if spec.shm_size:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -120,9 +123,8 @@ def build_trainjob(
             }
             for t in spec.tolerations
         ]
-    if volumes:
-        pod_patch["volumes"] = volumes
-        pod_patch["containers"] = [{"name": TRAINER_CONTAINER, "volumeMounts": mounts}]
+    pod_patch["volumes"] = volumes
+    pod_patch["containers"] = [{"name": TRAINER_CONTAINER, "volumeMounts": mounts}]
     if cluster.images.pull_secrets:
         pod_patch["imagePullSecrets"] = [{"name": s} for s in cluster.images.pull_secrets]
     labels = {"app.kubernetes.io/part-of": PART_OF, "vesselseg.io/stage": stage}
@@ -144,27 +146,24 @@ def build_trainjob(
     }
     if spec.timeout_s:
         body["spec"]["activeDeadlineSeconds"] = spec.timeout_s
-    if pod_patch:
-        body["spec"]["runtimePatches"] = [
-            {
-                "manager": PATCH_MANAGER,
-                "trainingRuntimeSpec": {
-                    "template": {
-                        "spec": {
-                            "replicatedJobs": [
-                                {
-                                    "name": job,
-                                    "template": {
-                                        "spec": {"template": {"metadata": {"labels": labels}, "spec": pod_patch}}
-                                    },
-                                }
-                                for job in REPLICATED_JOBS
-                            ]
-                        }
+    body["spec"]["runtimePatches"] = [
+        {
+            "manager": PATCH_MANAGER,
+            "trainingRuntimeSpec": {
+                "template": {
+                    "spec": {
+                        "replicatedJobs": [
+                            {
+                                "name": job,
+                                "template": {"spec": {"template": {"metadata": {"labels": labels}, "spec": pod_patch}}},
+                            }
+                            for job in REPLICATED_JOBS
+                        ]
                     }
-                },
-            }
-        ]
+                }
+            },
+        }
+    ]
     return body
 
 

@@ -48,6 +48,7 @@ class DeepSpeedInput(_Planned):
 
     run_dir: Path
     tag: str | None = None
+    trust_pickle: bool = False
     config: Sa2VAConfig = field(init=False)
     facts: dict[str, Any] = field(init=False, default_factory=dict)  # what open() found: tag, ZeRO stage, ranks
 
@@ -60,7 +61,7 @@ class DeepSpeedInput(_Planned):
         return self.run_dir / MODEL_DIR
 
     def open(self) -> ZeroCheckpoint:
-        source = ZeroCheckpoint(self.run_dir / CHECKPOINT_DIR, self.tag)
+        source = ZeroCheckpoint(self.run_dir / CHECKPOINT_DIR, self.tag, self.trust_pickle)
         check_source_matches(self.plan, source, str(self.processor_dir / "config.json"))
         self.facts = {
             "kind": "deepspeed",

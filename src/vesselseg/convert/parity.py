@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.convert.errors import ParityError
 from vesselseg.convert.save import DTYPES
 from vesselseg.data import PreparedDataset
@@ -48,7 +49,7 @@ ROUNDING_FACTOR = 3.0
 OUTPUTS = ("lm_logits", "mask_logits")
 
 
-class ParityConfig(BaseModel):
+class ParityConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     split: str = Field("val", description="probe images come from this split of the dataset artifact")

@@ -28,14 +28,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from vesselseg.config import ConfigModel
 from vesselseg.convert.direct_write import ChunkedFile, ChunkPool
 from vesselseg.convert.errors import ConversionError
 from vesselseg.convert.merge import MergePlan, PlainTensor, PlainTensorReader
@@ -55,11 +56,11 @@ _CHUNK_BYTES = 16 * 2**20
 _CHUNKS = 4
 
 
-class OutputConfig(BaseModel):
+class OutputConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="every floating tensor is cast to it, once")
-    max_shard_size: int | str = Field(
+    max_shard_size: Annotated[int, Field(ge=1)] | str = Field(
         "1GB", description="per safetensors file, as in save_pretrained (a tensor larger than this gets its own shard)"
     )
     workers: int | None = Field(

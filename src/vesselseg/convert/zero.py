@@ -20,6 +20,10 @@ from pathlib import Path
 import torch
 
 from vesselseg.convert.errors import ConversionError
+from vesselseg.train.safe_load import deepspeed_loads, load
+
+# What a refusal tells the operator; the file itself is named by the loader.
+OPT_IN = "Set trust_pickle=true for this conversion only if you trust the file"
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ def check_rank_files(tag_dir: Path) -> list[Path]:
 class ZeroCheckpoint:
     """The consolidated training-time state dict of `checkpoint_dir/<tag>`, tensors gathered on demand."""
 
-    def __init__(self, checkpoint_dir: Path, tag: str | None = None):
+    def __init__(self, checkpoint_dir: Path, tag: str | None = None, trust_pickle: bool = False):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -87,8 +91,9 @@ class ZeroCheckpoint:
         self.description = f"DeepSpeed checkpoint {self.tag_dir}"
         chatter = io.StringIO()
         try:
-            # DeepSpeed prints its progress; keep it for the log instead of the terminal.
-            with contextlib.redirect_stdout(chatter):
+            # DeepSpeed prints its progress; keep it for the log instead of the terminal. Its rank-file reads are
+            # weights-only with DeepSpeed's own types allowed, unless the operator trusts the pickle.
+            with contextlib.redirect_stdout(chatter), deepspeed_loads(OPT_IN, trust_pickle):
                 self._state = get_fp32_state_dict_from_zero_checkpoint(
                     str(self.checkpoint_dir), self.tag, lazy_mode=True
                 )
@@ -98,9 +103,8 @@ class ZeroCheckpoint:
         optim_files = [f for f in self.files if f.name.endswith("_optim_states.pt")]
         self.world_size = len(optim_files)
         # Memory-mapped, so only the small pickled structure is read, not the tensors.
-        self.zero_stage = int(
-            torch.load(optim_files[0], mmap=True, weights_only=False)["optimizer_state_dict"]["zero_stage"]
-        )
+        optim_state = load(optim_files[0], OPT_IN, trust_pickle, mmap=True)
+        self.zero_stage = int(optim_state["optimizer_state_dict"]["zero_stage"])
         self._read_since_drop = 0
 
     def shapes(self) -> dict[str, torch.Size]:

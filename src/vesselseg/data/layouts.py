@@ -25,6 +25,7 @@ FOV is derived for every image, so a dataset never mixes given and derived FOVs 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -217,10 +218,20 @@ def _image_files(folder: Path, required: bool = False) -> list[Path]:
         name = path.name.lower()
         unzipped = name[:-3] if name.endswith(".gz") else name
         if path.is_file() and not name.startswith(".") and Path(unzipped).suffix in extensions:
-            files.append(path)
+            files.append(_utf8_named(path))
     if required and not files:
         raise DataError(f"no images found in {folder}")
     return files
+
+
+def _utf8_named(path: Path) -> Path:
+    """The path, if its name is text: sample ids and source paths end up in JSON and parquet, which hold UTF-8."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path.name)
+        raise DataError(f"file name {raw!r} in {path.parent} is not valid UTF-8: rename the file") from None
+    return path
 
 
 def _by_stem(folder: Path) -> dict[str, list[Path]]:

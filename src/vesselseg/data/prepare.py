@@ -3,17 +3,25 @@
 Written, all paths relative to the output folder::
 
     images/<id>.png          RGB, native size
-    masks/<id>.png           L, 0/255: the (first) annotator's vessels
+    masks/<id>.png           L, 0/255: the (first) annotator's vessels (train and val only)
     fov/<id>.png             L, 0/255: field of view, given or derived
-    masks_2nd/<id>.png       only for samples with a second annotator
+    masks_2nd/<id>.png       only for train/val samples with a second annotator
     index.parquet            one row per sample, columns INDEX_COLUMNS: file paths; height, width;
                              pixel sha256 of image, mask, FOV, second mask (``split.pixel_sha256``);
                              fov_derived and fov_source ("given"/"derived"/"synthetic"); source_image and
                              source_mask (paths relative to the source folder, or "synthetic:<seed>:<i>");
-                             vessel_fraction_fov (this image's vessel pixels / its FOV pixels)
-    annotations/{train,val,test}.json   Sa2VA format, see ``annotations``
+                             vessel_fraction_fov (this image's vessel pixels / its FOV pixels). For test
+                             rows the columns of TEST_LABEL_COLUMNS are empty: they live in test_labels/
+    annotations/{train,val}.json   Sa2VA format, see ``annotations``
     stats.json               per split: n_images, vessel fraction inside the FOV (pooled over the split's
-                             pixels), all-background accuracy inside the FOV (1 - that), fov_source
+                             pixels), all-background accuracy inside the FOV (1 - that), fov_source; the
+                             test split's label-derived numbers are empty here
+    test_labels/             everything derived from the test split's ground truth, published as its own
+                             artifact (only the scoring tasks receive it; see ``PreparedDataset``):
+        masks/<id>.png, masks_2nd/<id>.png, annotations/test.json
+        labels.parquet       sample_id + TEST_LABEL_COLUMNS of the test rows (paths relative to test_labels/)
+        stats.json           {"test": the test split's full stats}
+        fingerprint.json     {"fingerprint"}: the dataset these labels belong to
     fingerprint.json         written last: {"fingerprint", "config", "n_images"}
 
 The fingerprint is a sha256 over each sample's id, split and pixel hashes (image, mask, FOV, second
@@ -42,9 +50,10 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.data.annotations import annotation_entry, write_annotations
 from vesselseg.data.layouts import Layout, LayoutChoice, detect_layout, read_layout
-from vesselseg.data.loading import load_sample
+from vesselseg.data.loading import ReadLimits, load_sample
 from vesselseg.data.samples import SPLITS, FovSource, LoadedSample, OfficialSplit, Split
 from vesselseg.data.split import ContentRecord, LeakageGuard, SplitConfig, assign_splits, pixel_sha256
 from vesselseg.data.synthetic import SyntheticConfig, generate_fundus
@@ -58,9 +67,14 @@ INDEX_COLUMNS = (
     "image_sha256", "mask_sha256", "fov_sha256", "mask_2nd_sha256", "fov_derived", "fov_source",
     "source_image", "source_mask", "vessel_fraction_fov",
 )  # fmt: skip
+# The split whose ground truth only the scoring tasks may read, the folder it is written to, and the index
+# columns derived from it (kept out of the public index.parquet for that split).
+TEST_SPLIT: Split = "test"
+TEST_LABELS_DIR = "test_labels"
+TEST_LABEL_COLUMNS = ("mask", "mask_2nd", "mask_sha256", "mask_2nd_sha256", "vessel_fraction_fov")
 
 
-class DataPrepConfig(BaseModel):
+class DataPrepConfig(ConfigModel):
     """What to prepare: the synthetic dataset or a local folder (in ``layout``), how to split it, and
     the referring expression written into the annotations."""
 
@@ -71,6 +85,7 @@ class DataPrepConfig(BaseModel):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     referring_text: str = Field("blood vessels", min_length=1)
+    limits: ReadLimits = Field(default_factory=ReadLimits, description="refuse inputs that unpack past these")
 
     @model_validator(mode="after")
     def _layout_needs_a_folder(self) -> DataPrepConfig:
@@ -95,7 +110,8 @@ class DatasetSummary(BaseModel):
 
     layout: str  # "synthetic" or the folder's layout
     n_images: int
-    splits: dict[Split, SplitStats]
+    splits: dict[Split, SplitStats]  # as stats.json says: the test split's label-derived numbers empty
+    test_labels: SplitStats  # the test split in full, as test_labels/stats.json says
     fingerprint: str
 
 
@@ -145,13 +161,13 @@ def _open_source(cfg: DataPrepConfig) -> tuple[str, list[tuple[str, OfficialSpli
     raws = {raw.sample_id: raw for raw in read_layout(root, layout)}
     log.info("data-prep: %d images in %s, layout %s", len(raws), root, layout)
     samples = [(sid, raw.official_split) for sid, raw in raws.items()]
-    return layout, samples, lambda sid: load_sample(raws[sid], root)
+    return layout, samples, lambda sid: load_sample(raws[sid], root, cfg.limits)
 
 
 def _write_dataset(cfg: DataPrepConfig, root: Path) -> DatasetSummary:
     layout, samples, load = _open_source(cfg)
     splits = assign_splits(samples, cfg.split)
-    for folder in ("images", "masks", "fov"):
+    for folder in ("images", "masks", "fov", TEST_LABELS_DIR, f"{TEST_LABELS_DIR}/masks"):
         (root / folder).mkdir()
     guard = LeakageGuard()
     rows: list[dict[str, object]] = []
@@ -166,15 +182,30 @@ def _write_dataset(cfg: DataPrepConfig, root: Path) -> DatasetSummary:
         entries[split].append(annotation_entry(str(row["image"]), sample.mask, cfg.referring_text))
 
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).sort_values("sample_id", ignore_index=True)
-    index.to_parquet(root / "index.parquet", index=False)
-    for split in SPLITS:
-        write_annotations(root / "annotations" / f"{split}.json", entries[split])
-    stats = {split: tally.stats() for split, tally in tallies.items()}
-    (root / "stats.json").write_text(json.dumps({s: st.model_dump() for s, st in stats.items()}, indent=2) + "\n")
     fingerprint = dataset_fingerprint(index, cfg)
+    labels_root = root / TEST_LABELS_DIR
+    is_test = index["split"] == TEST_SPLIT
+    labels = index.loc[is_test, ["sample_id", *TEST_LABEL_COLUMNS]].reset_index(drop=True)
+    for column in ("mask", "mask_2nd"):
+        labels[column] = [None if pd.isna(p) else str(p).removeprefix(f"{TEST_LABELS_DIR}/") for p in labels[column]]
+    labels.to_parquet(labels_root / "labels.parquet", index=False)
+    public = index.astype({c: object for c in TEST_LABEL_COLUMNS})
+    public.loc[is_test, list(TEST_LABEL_COLUMNS)] = None
+    public.to_parquet(root / "index.parquet", index=False)
+    for split in SPLITS:
+        folder = labels_root if split == TEST_SPLIT else root
+        write_annotations(folder / "annotations" / f"{split}.json", entries[split])
+    stats = {split: tally.stats() for split, tally in tallies.items()}
+    test_stats = stats[TEST_SPLIT]
+    stats[TEST_SPLIT] = test_stats.model_copy(update={"vessel_fraction_fov": None, "all_background_accuracy_fov": None})
+    (root / "stats.json").write_text(json.dumps({s: st.model_dump() for s, st in stats.items()}, indent=2) + "\n")
+    (labels_root / "stats.json").write_text(json.dumps({TEST_SPLIT: test_stats.model_dump()}, indent=2) + "\n")
+    (labels_root / "fingerprint.json").write_text(json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
     record = {"fingerprint": fingerprint, "config": cfg.model_dump(mode="json"), "n_images": len(index)}
     (root / "fingerprint.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return DatasetSummary(layout=layout, n_images=len(index), splits=stats, fingerprint=fingerprint)
+    return DatasetSummary(
+        layout=layout, n_images=len(index), splits=stats, test_labels=test_stats, fingerprint=fingerprint
+    )
 
 
 class _Tally:
@@ -211,7 +242,7 @@ def dataset_fingerprint(index: pd.DataFrame, cfg: DataPrepConfig) -> str:
     columns = ["sample_id", "split", "image_sha256", "mask_sha256", "fov_sha256", "mask_2nd_sha256"]
     for values in index.sort_values("sample_id")[columns].itertuples(index=False):
         digest.update(("\t".join("-" if v is None else str(v) for v in values) + "\n").encode())
-    settings = cfg.model_dump(mode="json")
+    settings = cfg.model_dump(mode="json", exclude={"limits"})  # they refuse inputs, never change the output
     if cfg.source != SYNTHETIC:
         settings["source"] = "<folder>"
         del settings["synthetic"]
@@ -230,14 +261,15 @@ def _with_progress(ids: list[str], load: SampleLoader) -> Iterator[LoadedSample]
 def _write_sample(sample: LoadedSample, split: Split, root: Path) -> dict[str, object]:
     """Write one sample's PNGs; returns its index row."""
     sid = sample.sample_id
-    paths = {"image": f"images/{sid}.png", "mask": f"masks/{sid}.png", "fov": f"fov/{sid}.png"}
+    labels = f"{TEST_LABELS_DIR}/" if split == TEST_SPLIT else ""
+    paths = {"image": f"images/{sid}.png", "mask": f"{labels}masks/{sid}.png", "fov": f"fov/{sid}.png"}
     Image.fromarray(sample.image).save(root / paths["image"])
     _save_mask(sample.mask, root / paths["mask"])
     _save_mask(sample.fov, root / paths["fov"])
     mask_2nd = None
     if sample.mask_2nd is not None:
-        mask_2nd = f"masks_2nd/{sid}.png"
-        (root / "masks_2nd").mkdir(exist_ok=True)
+        mask_2nd = f"{labels}masks_2nd/{sid}.png"
+        (root / labels / "masks_2nd").mkdir(exist_ok=True)
         _save_mask(sample.mask_2nd, root / mask_2nd)
     height, width = sample.mask.shape
     return {

@@ -22,13 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.data.samples import OfficialSplit, Split
 from vesselseg.errors import DataError
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(ConfigModel):
     """Seed and fractions of the train/val/test split (rules in this module's docstring)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy import ndimage
+
+from vesselseg.config import ConfigModel
 
 REFERENCE_SIZE = 512
 _STEP = 2.0  # growth step in reference pixels
@@ -33,13 +35,13 @@ _TAPER_PER_PX = 1.0 / 100.0
 _MAX_VESSELS = 4000  # bound on branches per image, so a pathological seed cannot run away
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(ConfigModel):
     """How many synthetic images to make, at which square size, from which seed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    count: int = Field(30, ge=1)
-    size: int = Field(512, ge=64)
+    count: int = Field(30, ge=1, le=100_000)
+    size: int = Field(512, ge=64, le=8192)
     seed: int = Field(0, ge=0)
 
 

@@ -20,10 +20,12 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.errors import DataError, HonestyError
 from vesselseg.evaluation import honesty
 from vesselseg.evaluation.honesty import HonestyCheck
+from vesselseg.evaluation.plausibility import PlausibilityConfig, human_ceiling, plausibility_checks
 from vesselseg.metrics import (
     SCORE_NAMES,
     aggregate,
@@ -45,19 +47,24 @@ SUMMARY_METRICS = (*SCORE_NAMES, "auc", "ap", "cldice", "betti0_error", "betti1_
 TRIVIAL = {"all_background": 0, "all_foreground": 255}
 
 
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     split: str = Field("test", description="split the reported numbers come from")
     threshold_split: str = Field("val", description="split the decision threshold is chosen on (max pooled Dice)")
     n_boot: int = Field(1000, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     allow_identical_to_truth: bool = False
     allow_truth_in_provenance: bool = False
     allow_train_test_overlap: bool = False
     allow_missing_predictions: bool = False
     allow_size_mismatch: bool = False
     allow_threshold_on_scored_split: bool = False
+    allow_subset_of_truth: bool = False
+    allow_superset_of_truth: bool = False
+    allow_beyond_human_agreement: bool = False
+    allow_noise_like_errors: bool = False
+    plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
 
 
 class ThresholdChoice(BaseModel):
@@ -100,6 +107,10 @@ def _allowed(config: EvaluateConfig, check: HonestyCheck) -> HonestyCheck:
         "missing_predictions": config.allow_missing_predictions,
         "size_mismatch": config.allow_size_mismatch,
         "threshold_on_scored_split": config.allow_threshold_on_scored_split,
+        "subset_of_truth": config.allow_subset_of_truth,
+        "superset_of_truth": config.allow_superset_of_truth,
+        "beyond_human_agreement": config.allow_beyond_human_agreement,
+        "noise_like_errors": config.allow_noise_like_errors,
     }[check.name]
     return check.model_copy(update={"allowed": switch})
 
@@ -145,10 +156,15 @@ def evaluate(
         _allowed(config, honesty.train_test_overlap(dataset, config.split)),
         _allowed(config, honesty.threshold_on_scored_split(config.threshold_split, config.split)),
     ]
+    thresholds = {p.info.name: _choose_threshold(dataset, p, config.threshold_split) for p in predictions}
+    ceiling = human_ceiling(dataset, ids, config.plausibility)
     for preds in predictions:
         checks.append(_allowed(config, honesty.identical_to_truth(dataset, preds, ids)))
         checks.append(_allowed(config, honesty.truth_in_provenance(dataset, preds, config.split)))
         checks.extend(_allowed(config, c) for c in honesty.coverage(dataset, preds, ids))
+        level_scored = thresholds[preds.info.name].level
+        plausible = plausibility_checks(dataset, preds, ids, level_scored, ceiling, config.plausibility)
+        checks.extend(_allowed(config, c) for c in plausible)
     blocking = [c for c in checks if c.blocking]
     (out_dir / "honesty.json").write_text(json.dumps([c.model_dump() for c in checks], indent=2))
     if blocking:
@@ -161,15 +177,13 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     aggregates: dict[str, Any] = {}
     curves: dict[str, Any] = {}
-    thresholds: dict[str, ThresholdChoice] = {}
     calibrated: dict[str, bool] = {}
     truths = {i: (dataset.mask(i), dataset.fov(i)) for i in ids}
 
     for preds in predictions:
         name = preds.info.name
         calibrated[name] = preds.info.calibrated
-        choice = _choose_threshold(dataset, preds, config.threshold_split)
-        thresholds[name] = choice
+        choice = thresholds[name]
         scored = {}
         # Only reachable with allow_missing_predictions / allow_size_mismatch: those images are left out.
         usable = [i for i in ids if i in preds.table.index and preds.prob(i).shape == truths[i][0].shape]

@@ -10,8 +10,23 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from vesselseg.data import PreparedDataset
+from vesselseg.data.prepare import TEST_LABELS_DIR
 from vesselseg.metrics import level
 from vesselseg.predictions import PredictionSet
+
+# One line per check, for readers of the report: what a pass guarantees.
+EXPLANATIONS = {
+    "train_test_overlap": "no scored image's pixels also appear in the training split",
+    "threshold_on_scored_split": "the decision threshold is chosen on another split than the one scored",
+    "prediction_identical_to_truth": "no prediction equals its ground truth bit for bit",
+    "truth_in_provenance": "the predictor's own record of files it read lists no scored ground truth",
+    "missing_predictions": "every scored image has a prediction (none left out to flatter the mean)",
+    "size_mismatch": "every prediction has its image's native size (nothing resized before scoring)",
+    "subset_of_truth": "not every image has precision exactly 1.0 (what ground truth shrunk, e.g. eroded, gives)",
+    "superset_of_truth": "not every image has recall exactly 1.0 (what ground truth grown, e.g. dilated, gives)",
+    "beyond_human_agreement": "agreement with the truth stays below what two human annotators reach",
+    "noise_like_errors": "errors are not mostly isolated single pixels (what noise sprinkled on the truth gives)",
+}
 
 
 class HonestyCheck(BaseModel):
@@ -56,7 +71,9 @@ def truth_in_provenance(dataset: PreparedDataset, preds: PredictionSet, split: s
     for column in ("mask", "mask_2nd"):
         if column in dataset.index:
             rows = dataset.index[dataset.index["split"] == split][column]
+            # As the dataset names them, and as the test-label artifact does (without its folder).
             truth_files.update(str(path) for path in rows.dropna())
+            truth_files.update(str(path).removeprefix(f"{TEST_LABELS_DIR}/") for path in rows.dropna())
     read = set(preds.info.read_files)
     leaked = sorted(read & truth_files)
     if not read:

@@ -6,7 +6,7 @@ writes the prediction set. The stage `vesselseg.stages.infer` ties them to artif
 are imported only by the runner and the stage, so GPU benchmarks run with the model's own dependencies.
 """
 
-from vesselseg.infer.config import OFFICIAL_PROMPT, InferConfig, MemoryConfig
+from vesselseg.infer.config import InferConfig, MemoryConfig
 from vesselseg.infer.errors import InferError
 from vesselseg.infer.footprint import Footprint, footprint_of
 from vesselseg.infer.images import FileImages, ImageSource, SyntheticImages
@@ -17,7 +17,6 @@ from vesselseg.infer.source import ModelFolder, RandomPreset, meta_model
 from vesselseg.infer.strategy import Gpu, Plan, balance_layers, choose_plan, log_plan, visible_gpus
 
 __all__ = [
-    "OFFICIAL_PROMPT",
     "Execution",
     "FileImages",
     "Footprint",

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from vesselseg.config import ConfigModel
 
 Strategy = Literal["auto", "replicas", "sharded", "pipelined", "cpu"]
 Backend = Literal["native", "remote_code"]
 Layout = Literal["balanced", "accelerate"]
-Mode = Literal["forced", "generate"]
+Mode = Literal["auto", "forced", "generate"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
-
-# The prompt the official Sa2VA release documents for its `predict_forward`.
-OFFICIAL_PROMPT = "<image>Please segment the blood vessels."
 
 GIB = 1 << 30
 
 
-class MemoryConfig(BaseModel):
+class MemoryConfig(ConfigModel):
     """What the strategy chooser subtracts from each GPU's free memory before placing weights."""
 
     model_config = ConfigDict(extra="forbid")
@@ -38,7 +37,7 @@ class MemoryConfig(BaseModel):
     )
 
 
-class InferConfig(BaseModel):
+class InferConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = Field(
@@ -51,15 +50,22 @@ class InferConfig(BaseModel):
     trust_remote_code: bool = Field(
         False, description="must be true for backend remote_code, which executes Python code shipped in the folder"
     )
-    mode: Mode = Field("forced", description="forced: answer 'It is [SEG].' teacher-forced; generate: greedy answer")
-    expression: str | None = Field(
-        None, description="native prompt: 'Please segment <expression> in this image.'; None: the dataset's own text"
+    mode: Mode = Field(
+        "auto",
+        description="auto: the model config's answer_mode (forced for models fine-tuned here, generate for official "
+        "checkpoints); forced: the fixed answer 'It is [SEG].' teacher-forced; generate: greedy answer",
     )
-    remote_prompt: str = Field(OFFICIAL_PROMPT, description="the text given to an official model's predict_forward")
+    expression: str | None = Field(
+        None,
+        description="the prompt, for both backends: '<image>\\nPlease segment <expression> in this image.'; None: the "
+        "dataset's own text",
+    )
     batch_size: int = Field(4, ge=1, description="images per forward pass (one micro-batch)")
-    max_new_tokens: int = Field(32, ge=1, description="generate mode: the longest answer")
+    max_new_tokens: int = Field(2048, ge=1, description="generate mode: the longest answer (official: 2048)")
     dtype: DType = Field("auto", description="auto: bfloat16 on GPU, float32 on the CPU")
-    gpus: list[int] | None = Field(None, description="GPU indices to use; None: every visible GPU")
+    gpus: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="GPU indices to use; None: every visible GPU"
+    )
     replicas: int | None = Field(None, ge=1, description="model copies (processes); on the CPU, worker processes")
     shards: int | None = Field(None, ge=1, description="GPUs per copy for sharded/pipelined; None: chosen")
     in_flight: int | None = Field(

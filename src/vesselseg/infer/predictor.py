@@ -70,9 +70,9 @@ class PredictorSpec(BaseModel):
     source: ModelFolder | RandomPreset = Field(discriminator="kind")
     dtype: DType = "auto"
     layout: Layout = "balanced"
-    mode: Mode = "forced"
+    mode: Mode = "auto"
     prompt: str
-    max_new_tokens: int = 32
+    max_new_tokens: int = 2048
     trust_remote_code: bool = False
 
     def torch_dtype(self, group: list[int]) -> torch.dtype:

@@ -11,6 +11,9 @@ from typing import Literal
 from transformers import CONFIG_MAPPING, AutoConfig, InternVLVisionConfig, PreTrainedConfig, Sam2Config
 
 MaskLoss = Literal["official_lowres", "full_res"]
+AnswerMode = Literal["generate", "forced"]
+MaskUpsampling = Literal["direct", "via_sam2_input"]
+Sam2Normalization = Literal["float32", "model_dtype"]
 
 # Sa2VA leaves peft's `target_modules` unset, so xtuner wraps every Linear of the LLM except the output head:
 # these names in the Qwen2 and Llama layouts (InternLM2's wqkv/wo/w1/w2/w3 once re-laid out).
@@ -33,6 +36,19 @@ class Sa2VAConfig(PreTrainedConfig):
         not have: a small CNN at SAM2's input resolution that reads the image and the bilinearly upsampled mask
         logits and adds a correction, so mask logits come out at SAM2's input size instead of a quarter of it.
         0 (every official preset) leaves the architecture as Sa2VA's.
+    answer_mode: what `predict(mode="auto")` does: `generate` (greedy answer, a mask per [SEG] it writes: the official
+        `predict_forward`) or `forced` (the answer `fixed_answer` teacher-forced), for models fine-tuned here with a
+        fixed answer, whose answer is known.
+    fixed_answer: the answer the model was fine-tuned to give (`prompts.FORCED_ANSWER`), None when unknown.
+    prepend_bos: whether prompts start with the tokenizer's BOS, as the official tokenizer's `encode` does for
+        the InternLM2-based releases (8B, 26B) and xtuner's training does for them.
+    stop_token_ids: generation stops at any of these (official: the tokenizer's EOS, `<|im_end|>`, and for Qwen
+        `<|endoftext|>`); None: the tokenizer's EOS alone.
+    mask_upsampling: `direct` (low-res logits → image size, one bilinear step) or `via_sam2_input` (→ SAM2's input
+        size, then → image size, both bilinear: the official two steps).
+    sam2_normalization: `float32` (the processor normalises in float32) or `model_dtype` (the model normalises the
+        resized uint8 values in its own dtype, dividing by 255, then subtracting and dividing by the ImageNet
+        mean and std rounded to bfloat16: the official `preprocess_image`).
     mask_loss: `official_lowres` (BCE + Dice on SAM2's 1/4-resolution logits against the nearest-downsampled
         mask, as Sa2VA) or `full_res` (logits bilinearly upsampled to the mask's native size first).
     *_loss_weight: total = lm·LM + bce·BCE + dice·Dice + cldice·clDice (clDice only if its weight > 0).
@@ -59,6 +75,13 @@ class Sa2VAConfig(PreTrainedConfig):
     sam2_multimask_output: bool = True
     mask_refiner_channels: int = 0
     mask_refiner_layers: int = 3
+
+    answer_mode: AnswerMode = "generate"
+    fixed_answer: str | None = None
+    prepend_bos: bool = False
+    stop_token_ids: list[int] | None = None
+    mask_upsampling: MaskUpsampling = "direct"
+    sam2_normalization: Sam2Normalization = "float32"
 
     mask_loss: MaskLoss = "official_lowres"
     lm_loss_weight: float = 1.0
@@ -99,6 +122,8 @@ class Sa2VAConfig(PreTrainedConfig):
             self.lora_target_modules = list(DEFAULT_LORA_TARGETS)
         if self.mask_refiner_channels and self.mask_refiner_layers < 2:
             raise ValueError(f"mask_refiner_layers must be at least 2, not {self.mask_refiner_layers}")
+        if self.answer_mode == "forced" and not self.fixed_answer:
+            raise ValueError("answer_mode forced needs fixed_answer, the answer the model was fine-tuned to give")
         if self.lora_modules_to_save is None:
             self.lora_modules_to_save = list(DEFAULT_LORA_MODULES_TO_SAVE)
         super().__post_init__(**kwargs)

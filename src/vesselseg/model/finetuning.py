@@ -16,11 +16,16 @@ folds it back before saving a Hugging Face folder.
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from vesselseg.model.modeling import Sa2VAModel
+from vesselseg.model.prompts import FORCED_ANSWER
 
 
 def apply_training_recipe(model: Sa2VAModel) -> Sa2VAModel:
-    """Sets `requires_grad` from the config and wraps the LLM with LoRA if `use_llm_lora`; returns the model."""
+    """Sets `requires_grad` from the config and wraps the LLM with LoRA if `use_llm_lora`; returns the model.
+
+    Fine-tuning here always supervises the fixed answer (vesselseg.train), so the config records it: `auto`
+    prediction then forces that answer, for an official checkpoint fine-tuned here as for a preset."""
     config = model.config
+    config.answer_mode, config.fixed_answer = "forced", FORCED_ANSWER
     if config.use_llm_lora and not config.freeze_llm:
         raise ValueError("use_llm_lora trains adapters on a frozen LLM; set freeze_llm=True or use_llm_lora=False")
     sam = model.grounding_encoder

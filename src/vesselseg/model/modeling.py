@@ -26,6 +26,8 @@ from vesselseg.model.fused_gelu import fuse_mlp_gelu
 from vesselseg.model.losses import mask_losses
 
 IGNORE_INDEX = -100
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -183,10 +185,24 @@ class Sa2VAModel(Sa2VAPreTrainedModel):
             )
         return embeddings.masked_scatter(slots[..., None], image_tokens.to(embeddings.dtype))
 
+    def normalize_sam2_input(self, sam2_pixel_values: torch.Tensor) -> torch.Tensor:
+        """The processor's SAM2 image in the model's dtype; with `sam2_normalization == "model_dtype"` it arrives as
+        0–255 values and is normalised here as the official `preprocess_image` does: /255, then − mean and / std, in
+        the model's dtype, with the ImageNet mean and std rounded to bfloat16 (the official default argument)."""
+        pixels = sam2_pixel_values.to(self.dtype)
+        if self.config.sam2_normalization != "model_dtype":
+            return pixels
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.bfloat16, device=pixels.device)[:, None, None]
+        std = torch.tensor(IMAGENET_STD, dtype=torch.bfloat16, device=pixels.device)[:, None, None]
+        pixels = pixels / 255.0
+        pixels -= mean.to(pixels.dtype)
+        pixels /= std.to(pixels.dtype)
+        return pixels
+
     def get_sam2_features(self, sam2_pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """SAM2 image encoder → [1/4-res, 1/8-res (both projected for the decoder), 1/16-res embedding] maps."""
         sam = self.grounding_encoder
-        features = sam.get_image_features(sam2_pixel_values.to(self.dtype)).fpn_hidden_states
+        features = sam.get_image_features(self.normalize_sam2_input(sam2_pixel_values)).fpn_hidden_states
         # Single images have no memory: SAM2 marks that by adding its learned no-memory embedding.
         features[-1] = features[-1] + sam.no_memory_embedding
         sizes = self.config.sam2_config.vision_config.backbone_feature_sizes

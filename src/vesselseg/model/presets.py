@@ -143,7 +143,14 @@ def _sam2_hiera_large() -> Sam2Config:
 
 
 def _official(vision: InternVLVisionConfig, llm: PreTrainedConfig) -> dict:
-    return dict(vision_config=vision, text_config=llm, sam2_config=_sam2_hiera_large())
+    """An official release's shapes, with its mask upsampling and SAM2 input normalisation."""
+    return dict(
+        vision_config=vision,
+        text_config=llm,
+        sam2_config=_sam2_hiera_large(),
+        mask_upsampling="via_sam2_input",
+        sam2_normalization="model_dtype",
+    )
 
 
 def _tiny_sam2(image_size: int = 256, patch_stride: int = 4) -> Sam2Config:
@@ -242,6 +249,8 @@ def preset_config(name: str, tokenizer: PreTrainedTokenizerFast, **overrides) ->
     fields = PRESETS[name]() | overrides
     if len(tokenizer) > fields["text_config"].vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the {name} vocabulary")
+    # Presets are trained here, always with the fixed answer (vesselseg.train), so `auto` prediction forces it.
+    fields = {"answer_mode": "forced", "fixed_answer": prompts.FORCED_ANSWER} | fields
     return Sa2VAConfig(
         image_token_id=tokenizer.convert_tokens_to_ids(prompts.IMG_CONTEXT),
         seg_token_id=tokenizer.convert_tokens_to_ids(prompts.SEG),

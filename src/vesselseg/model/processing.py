@@ -3,7 +3,10 @@
 Two image paths, as in Sa2VA: the VLM sees InternVL dynamic tiles (the image resized to the tile grid closest
 to its aspect ratio, cut into tiles, plus a thumbnail when there is more than one tile); SAM2 sees the whole
 image resized to its square input without keeping the aspect ratio. Masks stay at native size (a list, since
-sizes differ), so the loss and the predictions can work at full resolution.
+sizes differ), so the loss and the predictions can work at full resolution. With `config.sam2_normalization ==
+"model_dtype"` (official checkpoints) the SAM2 image leaves here resized but not normalised (values 0–255), and
+the model normalises it in its own dtype as the official code does; with `config.prepend_bos` prompts start with
+the tokenizer's BOS, as the official InternLM2 tokenizer's `encode` makes them.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -100,6 +103,8 @@ class Sa2VAProcessor:
         for field, token in (("image_token_id", IMG_CONTEXT), ("seg_token_id", SEG)):
             if getattr(config, field) != tokenizer.convert_tokens_to_ids(token):
                 raise ValueError(f"config.{field} does not match the tokenizer's id of {token}")
+        if config.prepend_bos and tokenizer.bos_token_id is None:
+            raise ValueError("config.prepend_bos is set but the tokenizer has no BOS token")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "Sa2VAProcessor":
@@ -125,9 +130,12 @@ class Sa2VAProcessor:
         return torch.stack([_normalize(t) for t in tiles])
 
     def sam2_image(self, image: np.ndarray) -> torch.Tensor:
-        """(3, S, S) for the SAM2 path: a plain resize, aspect ratio not kept."""
+        """(3, S, S) for the SAM2 path: a plain resize, aspect ratio not kept; normalised unless the model does it."""
         size = self.config.sam2_image_size
-        return _normalize(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+        resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+        if self.config.sam2_normalization == "model_dtype":
+            return torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)
+        return _normalize(resized)
 
     def prompt_ids(self, prompt: str, num_tiles: int) -> list[int]:
         """The chat-formatted user turn with `<image>` expanded to `<img><IMG_CONTEXT>…</img>`."""
@@ -135,7 +143,8 @@ class Sa2VAProcessor:
             raise ValueError(f"a prompt needs exactly one {IMAGE_PLACEHOLDER}: {prompt!r}")
         image_text = IMG_START + IMG_CONTEXT * (num_tiles * self.config.tokens_per_tile) + IMG_END
         text = user_turn(prompt.replace(IMAGE_PLACEHOLDER, image_text))
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return [self.tokenizer.bos_token_id, *ids] if self.config.prepend_bos else ids
 
     def answer_ids(self, answer: str) -> list[int]:
         return self.tokenizer(assistant_reply(answer), add_special_tokens=False).input_ids

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 import vesselseg
+from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.errors import DataError
 from vesselseg.evaluation.evaluate import ThresholdChoice
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 TRIVIAL = ("all_background", "all_foreground")
 
 
-class ReportConfig(BaseModel):
+class ReportConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str = "Retinal vessel segmentation"

@@ -17,6 +17,17 @@ METRIC_NAMES = {
 }  # fmt: skip
 
 
+def test_label_readers(provenance: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """(stages whose inputs held the test labels, stages whose inputs did not), from the run's manifests as the
+    visualize stage walked them (``provenance["test_label_access"]``); None where that walk is not there."""
+    rows = provenance.get("test_label_access")
+    if not rows:
+        return None
+    readers = sorted({row["stage"] for row in rows if row.get("read_test_labels")})
+    others = sorted({row["stage"] for row in rows if row.get("read_test_labels") is False} - set(readers))
+    return readers, others
+
+
 def percent(share: float) -> str:
     """A share as a whole percentage, without rounding a small non-zero share to '0%'."""
     return "<1%" if 0 < share < 0.005 else f"{share:.0%}"

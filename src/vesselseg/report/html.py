@@ -12,8 +12,17 @@ from typing import Any
 
 import vesselseg
 from vesselseg.evaluation import HonestyCheck
+from vesselseg.evaluation.honesty import EXPLANATIONS
 from vesselseg.report.colours import ERROR_COLOURS, ERROR_LABELS, hex_colour
-from vesselseg.report.content import METRIC_NAMES, TABLE_METRICS, Featured, MetricRow, ReportContent, percent
+from vesselseg.report.content import (
+    METRIC_NAMES,
+    TABLE_METRICS,
+    Featured,
+    MetricRow,
+    ReportContent,
+    percent,
+    test_label_readers,
+)
 
 SECTIONS = {
     "metrics": "Metrics",
@@ -95,6 +104,7 @@ ul.checks li { display:flex; gap: 12px; align-items: baseline; padding: 8px 0; b
 .badge.fail { background:#fbe9e7; color: var(--bad); }
 .check-name { font-weight: 600; min-width: 230px; }
 .check-detail { color: var(--muted); font-size: 14px; }
+.check-meaning { font-size: 14px; margin-right: 0.5em; }
 table.prov td, table.prov th { text-align:left; font-size: 13.5px; }
 table.prov td:first-child { color: var(--muted); white-space: nowrap; width: 1%; padding-right: 18px; }
 table.prov table { margin: -4px 0; } table.prov table td { border-bottom: 1px dashed var(--line); }
@@ -117,7 +127,7 @@ def render_html(content: ReportContent, out_dir: Path, embed: bool) -> str:
         "thin-vessels": _thin_vessels(content, src),
         "training": _training(content, src) if "training" in content.plots else None,
         "gallery": _gallery(content, src),
-        "honesty": _honesty(content.honesty),
+        "honesty": _honesty(content.honesty, test_label_readers(content.provenance)),
         "provenance": _provenance(content),
     }
     present = {key: body for key, body in sections.items() if body is not None}
@@ -336,7 +346,7 @@ def _dice_colour(dice: float) -> str:
     return "#0072B2" if dice >= 0.75 else "#56B4E9" if dice >= 0.6 else "#E69F00" if dice >= 0.4 else "#D55E00"
 
 
-def _honesty(checks: Sequence[HonestyCheck]) -> str:
+def _honesty(checks: Sequence[HonestyCheck], readers: tuple[list[str], list[str]] | None) -> str:
     items = []
     for check in checks:
         badge = (
@@ -347,8 +357,10 @@ def _honesty(checks: Sequence[HonestyCheck]) -> str:
             else '<span class="badge fail">✗ failed</span>'
         )
         who = f" [{escape(check.predictor)}]" if check.predictor else ""
+        meaning = EXPLANATIONS.get(check.name, "")
         items.append(
             f'<li>{badge}<span class="check-name">{escape(check.name)}{who}</span>'
+            f'<span class="check-meaning">{escape(meaning)}</span>'
             f'<span class="check-detail">{escape(check.detail)}</span></li>'
         )
     failed = [c for c in checks if not c.passed]
@@ -356,9 +368,25 @@ def _honesty(checks: Sequence[HonestyCheck]) -> str:
         f"{len(failed)} check(s) failed and were explicitly allowed; read the numbers with that in mind."
         if failed
         else "All checks passed: no prediction copies the ground truth, no predictor read test ground truth, "
-        "no test image is also a training image, and every test image was predicted at native size."
+        "no test image is also a training image, every test image was predicted at native size, and nothing "
+        "agrees with the ground truth in a way no real predictor does."
     )
-    return f'<h2>Honesty checks</h2><p class="note">{escape(verdict)}</p><ul class="checks">{"".join(items)}</ul>'
+    return (
+        f'<h2>Honesty checks</h2><p class="note">{escape(verdict)}</p>{_label_access(readers)}'
+        f'<ul class="checks">{"".join(items)}</ul>'
+    )
+
+
+def _label_access(readers: tuple[list[str], list[str]] | None) -> str:
+    if readers is None:
+        return '<p class="note">Which tasks received the test labels is not recorded for this report.</p>'
+    received, others = readers
+    return (
+        '<p class="note"><b>Who could read the test labels.</b> The test split\'s ground truth is its own artifact, '
+        "in its own bucket; the run's manifests (each task's inputs) show it reached only: "
+        f"<b>{escape(', '.join(received))}</b>. Not given to: {escape(', '.join(others) or '-')}. "
+        "No input of those tasks contains a test mask.</p>"
+    )
 
 
 def _provenance(content: ReportContent) -> str:

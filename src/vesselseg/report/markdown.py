@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from vesselseg.report.content import METRIC_NAMES, ReportContent, percent
+from vesselseg.evaluation.honesty import EXPLANATIONS
+from vesselseg.report.content import METRIC_NAMES, ReportContent, percent, test_label_readers
 
 COLUMNS = ("iou", "precision", "recall", "specificity", "accuracy", "auc", "cldice")
 
@@ -37,10 +38,18 @@ def render_markdown(content: ReportContent) -> str:
         else f"**Honesty checks: {len(failed)} of {len(content.honesty)} FAILED (allowed by configuration).**"
     )
     lines.append("")
+    readers = test_label_readers(content.provenance)
+    if readers is not None:
+        lines += [
+            f"Test labels (their own artifact, own bucket) reached only: **{', '.join(readers[0])}**; "
+            f"not given to: {', '.join(readers[1]) or '-'} (from each task's inputs in the run's manifests).",
+            "",
+        ]
     for check in content.honesty:
         mark = "✅" if check.passed else "⚠️"
         who = f" [{check.predictor}]" if check.predictor else ""
-        lines.append(f"- {mark} `{check.name}`{who}: {check.detail}")
+        meaning = EXPLANATIONS.get(check.name)
+        lines.append(f"- {mark} `{check.name}`{who}: {check.detail}" + (f" — _{meaning}_" if meaning else ""))
 
     lines += ["", "**Recall by vessel width** (pooled test pixels; thin vessels first)", ""]
     lines.append("| predictor | " + " | ".join(content.width_labels) + " |")

@@ -7,6 +7,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.baselines import FrangiConfig, frangi_predictions
+from vesselseg.config import ConfigModel
 from vesselseg.predictions import PredictorInfo
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
@@ -16,7 +17,7 @@ from vesselseg.storage.artifact import content_key
 NAME = "baseline"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str = Field(description="the data-prep artifact (InputRef, or its s3:// URI)")

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.convert import (
     CHECKPOINT_DIR,
     MODEL_DIR,
@@ -46,7 +47,7 @@ NAME = "convert"
 OVERLAY_FILE = "overlay_report.json"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     training: InputRef | str | None = Field(
@@ -64,7 +65,11 @@ class Config(BaseModel):
     )
     base_seed: int = 0
     allow_missing_keys: bool = Field(False, description="iter_N.pth may lack trained tensors; they keep base values")
-    trust_pickle: bool = Field(False, description="load an iter_N.pth that holds Python objects besides tensors")
+    trust_pickle: bool = Field(
+        False,
+        description="unpickle an iter_N.pth or DeepSpeed rank file that holds Python objects besides tensors "
+        "(and, for DeepSpeed, its own types)",
+    )
     dataset: InputRef | str = Field(description="data-prep artifact; its validation images are the parity probe")
     output: OutputConfig = Field(default_factory=OutputConfig)
     parity: ParityConfig = Field(default_factory=ParityConfig)
@@ -128,10 +133,10 @@ def _checkpoint_input(
 ) -> DeepSpeedInput | XtunerInput:
     if config.training is not None:
         if not _is_uri(config.training):
-            return DeepSpeedInput(Path(config.training), config.tag)
+            return DeepSpeedInput(Path(config.training), config.tag, config.trust_pickle)
         inputs["training"] = resolve(store, config.training)
         tag = _fetch_training(store, inputs["training"], scratch / "training", config.tag)
-        return DeepSpeedInput(scratch / "training", tag)
+        return DeepSpeedInput(scratch / "training", tag, config.trust_pickle)
     assert config.xtuner_checkpoint is not None
     checkpoint = Path(config.xtuner_checkpoint)
     if config.xtuner_checkpoint.startswith("s3://"):

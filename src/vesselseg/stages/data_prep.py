@@ -1,14 +1,23 @@
-"""data-prep: read a dataset (or generate the synthetic one), split it, publish it with a manifest."""
+"""data-prep: read a dataset (or generate the synthetic one), split it, publish it with a manifest.
+
+Two artifacts come out: the dataset (images, FOVs, train/val ground truth, index) and the test split's ground
+truth on its own (``test_labels``, in the test-label bucket, see ``stages.test_labels``). Only the tasks that
+score and draw are given the second.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.data import DataPrepConfig, DatasetSummary, prepare_dataset
+from vesselseg.data.prepare import TEST_LABELS_DIR
 from vesselseg.stages.scratch import scratch_dir
+from vesselseg.stages.test_labels import label_store
 from vesselseg.storage import InputRef, ObjectStore, publish_dir
 from vesselseg.storage.artifact import fetch_raw_prefix
 
@@ -17,15 +26,19 @@ log = logging.getLogger(__name__)
 NAME = "data-prep"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     data: DataPrepConfig = Field(default_factory=DataPrepConfig)
     prefix: str = Field("vesselseg/datasets", description="artifacts land at <prefix>/<dataset fingerprint>/")
+    test_labels_prefix: str = Field(
+        "vesselseg/test-labels", description="in the test-label bucket: <prefix>/<dataset fingerprint>/"
+    )
 
 
 class Result(BaseModel):
     dataset: InputRef
+    test_labels: InputRef
     summary: DatasetSummary
 
 
@@ -42,6 +55,9 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             data_config = data_config.model_copy(update={"source": str(raw)})
         out = scratch / "dataset"
         summary = prepare_dataset(data_config, out)
+        # Out of the dataset folder before it is published: the test labels travel only as their own artifact.
+        labels = scratch / TEST_LABELS_DIR
+        shutil.move(out / TEST_LABELS_DIR, labels)
         prepared = time.perf_counter()
         ref, _ = publish_dir(
             store,
@@ -51,7 +67,19 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             stage=NAME,
             config=config.model_dump(mode="json"),
             timings_s={"prepare": prepared - started, "publish": time.perf_counter() - prepared},
-            summary=summary.model_dump(mode="json"),
+            summary=summary.model_dump(mode="json", exclude={"test_labels"}),
         )
-    log.info("dataset published at %s", ref.uri)
-    return Result(dataset=ref, summary=summary)
+        labels_store = label_store(store)
+        labels_store.ensure_bucket()
+        labels_ref, _ = publish_dir(
+            labels_store,
+            labels,
+            f"{config.test_labels_prefix.strip('/')}/{summary.fingerprint[:16]}",
+            kind="test-labels",
+            stage=NAME,
+            config=config.model_dump(mode="json"),
+            inputs={"dataset": ref},
+            summary={"fingerprint": summary.fingerprint, "test": summary.test_labels.model_dump(mode="json")},
+        )
+    log.info("dataset published at %s, its test labels at %s", ref.uri, labels_ref.uri)
+    return Result(dataset=ref, test_labels=labels_ref, summary=summary)

@@ -6,8 +6,9 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.evaluation import EvaluateConfig, EvaluationSummary, evaluate
-from vesselseg.stages.inputs import fetch_dataset, fetch_predictions
+from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, publish_dir, resolve
 from vesselseg.storage.artifact import content_key
@@ -15,10 +16,13 @@ from vesselseg.storage.artifact import content_key
 NAME = "evaluate"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str
+    test_labels: InputRef | str | None = Field(
+        None, description="data-prep's test-label artifact: needed whenever the test split is scored"
+    )
     predictions: list[InputRef | str] = Field(min_length=1)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     prefix: str = "vesselseg/evaluations"
@@ -33,15 +37,21 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     store = store or ObjectStore()
     started = time.perf_counter()
     dataset_ref = resolve(store, config.dataset)
+    labels_ref = resolve_test_labels(store, config.test_labels)
     prediction_refs = [resolve(store, p) for p in config.predictions]
     splits = sorted({config.evaluate.split, config.evaluate.threshold_split})
     with scratch_dir(NAME) as scratch:
-        dataset = fetch_dataset(store, dataset_ref, scratch / "dataset", splits, splits)
+        dataset = fetch_dataset(store, dataset_ref, scratch / "dataset", splits, splits, labels_ref)
         sets = [fetch_predictions(store, ref, scratch / f"predictions{i}") for i, ref in enumerate(prediction_refs)]
         fetched = time.perf_counter()
         summary = evaluate(dataset, sets, config.evaluate, scratch / "out")
         scored = time.perf_counter()
-        inputs = {"dataset": dataset_ref, **{f"predictions:{s.info.name}": r for s, r in zip(sets, prediction_refs)}}
+        labels = {"test_labels": labels_ref} if labels_ref is not None else {}
+        inputs = {
+            "dataset": dataset_ref,
+            **labels,
+            **{f"predictions:{s.info.name}": r for s, r in zip(sets, prediction_refs)},
+        }
         key = content_key(config.evaluate.model_dump(mode="json"), sorted(r.manifest_sha256 for r in inputs.values()))
         ref, _ = publish_dir(
             store,

@@ -9,12 +9,12 @@ Artifacts: `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/fi
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.model import Sa2VAConfig
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
@@ -25,13 +25,14 @@ from vesselseg.train import checkpoint as ckpt
 from vesselseg.train.base_model import base_model_ref, config_digest, model_config
 from vesselseg.train.job import TrainJob, TrainResult
 from vesselseg.train.launch import launched_rank, launched_world_size, run_workers
+from vesselseg.train.workdir import LAUNCH_SUFFIX, claimed, new_workdir, remove_abandoned
 
 log = logging.getLogger(__name__)
 
 NAME = "finetune"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str = Field(description="the data-prep artifact (InputRef, or its s3:// URI)")
@@ -79,6 +80,11 @@ def _ranks(training: FinetuneConfig, on_gpu: bool) -> int:
     return training.gpus or available
 
 
+def run_name(prefix: str, run_key: str) -> str:
+    """What a run's work folders are named after; the prefix keeps equal runs published elsewhere apart."""
+    return f"{NAME}-{content_key(prefix.strip('/'), run_key)}"
+
+
 def prepare(config: Config, store: ObjectStore) -> TrainJob:
     """Everything every rank must agree on, fixed before any rank starts; bad inputs fail here."""
     import torch
@@ -109,8 +115,8 @@ def prepare(config: Config, store: ObjectStore) -> TrainJob:
         prefix=config.prefix.strip("/"),
         run_key=run_key,
         precision=precision,
-        # One folder per run, known to every rank; the prefix keeps equal runs published elsewhere apart.
-        workdir=str(work_dir() / "scratch" / f"{NAME}-{content_key(config.prefix.strip('/'), run_key)}"),
+        # One folder per launch, so that two identical runs at once never share one; rank 0's is every rank's.
+        workdir=str(new_workdir(work_dir() / "scratch", run_name(config.prefix, run_key))),
         stage_config=config.model_dump(mode="json"),
         world_size=ranks,
     )
@@ -132,15 +138,13 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         return train(job)
     import torch
 
-    # Named by the run, so a launch killed before it could clean up is cleaned by the one that resumes it.
-    launch = Path(f"{job.workdir}-launch")
-    shutil.rmtree(launch, ignore_errors=True)
-    launch.mkdir(parents=True)
-    try:
+    workdir = Path(job.workdir)
+    # The ranks remove their work folder themselves; `claimed` covers ranks that died first, and a launch killed
+    # before it could clean up is cleaned by the next launch of the same run.
+    with claimed(workdir):
+        remove_abandoned(workdir.parent, run_name(job.prefix, job.run_key))
+        launch = Path(f"{workdir}{LAUNCH_SUFFIX}")
+        launch.mkdir(parents=True)
         (launch / "job.json").write_text(job.model_dump_json(indent=2))
         run_workers(launch / "job.json", launch / "result.json", job.world_size, torch.cuda.is_available())
         return Result.model_validate_json((launch / "result.json").read_text())
-    finally:
-        # The ranks remove their work folder themselves; this covers ranks that died first.
-        shutil.rmtree(job.workdir, ignore_errors=True)
-        shutil.rmtree(launch, ignore_errors=True)

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import Sam2Config
 
+from vesselseg.config import ConfigModel
 from vesselseg.model.official import REPORT, import_official
 from vesselseg.model.official.load import fetch_source
 from vesselseg.stages.scratch import scratch_dir
@@ -27,7 +28,7 @@ from vesselseg.storage.artifact import MANIFEST, resolve
 NAME = "import-official"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     src: str = Field(description="official Sa2VA folder: a local path or an s3:// prefix")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.infer import InferConfig, InferError, ModelFolder, Plan, PredictorSpec
 from vesselseg.infer.images import FileImages
 from vesselseg.infer.remote_code import require_opt_in
@@ -42,7 +43,7 @@ NAME = "infer"
 DEFAULT_EXPRESSION = "blood vessels"
 
 
-class Shard(BaseModel):
+class Shard(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int = Field(ge=0)
@@ -55,7 +56,7 @@ class Shard(BaseModel):
         return self
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     model: InputRef | str = Field(description="model artifact (InputRef or s3:// URI), or a local HF folder")
@@ -123,11 +124,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     dataset_ref = resolve(store, config.dataset)
     folder, model_ref, model_id = _model_folder(store, config.model)
     infer = config.infer
-    prompt = (
-        infer.remote_prompt
-        if infer.backend == "remote_code"
-        else segmentation_prompt(_expression(store, dataset_ref, infer))
-    )
+    prompt = segmentation_prompt(_expression(store, dataset_ref, infer))  # one prompt for both backends
     spec = PredictorSpec(
         backend=infer.backend,
         source=ModelFolder(path=str(folder)),
@@ -175,7 +172,6 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             "batch_size": infer.batch_size,
             "model": model_ref.uri if model_ref else str(folder),
             "model_sha256": model_id,
-            "images_per_s": round(stats.images_per_s, 3),
         }
         records = finished_records(state, list(splits_of))
         seg = records_summary(records)
@@ -217,9 +213,10 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
                 "calibrated": info.calibrated,
                 "read_files": read_files,
                 "plan": plan.describe(),
-                "stats": stats.model_dump(mode="json"),
                 **seg,
             },
+            # Speeds differ on every run: kept out of the identity, so a re-run keeps references to the artifact.
+            run_stats=stats.model_dump(mode="json"),
         )
     state.clear()
     log.info("predictions published at %s", ref.uri)

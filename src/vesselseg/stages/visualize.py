@@ -8,19 +8,25 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
+from vesselseg.errors import StorageError
 from vesselseg.report import ReportConfig, build_report
-from vesselseg.stages.inputs import fetch_dataset, fetch_predictions
+from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
+from vesselseg.stages.test_labels import label_store
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
 
 NAME = "visualize"
 
 
-class Config(BaseModel):
+class Config(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: InputRef | str
+    test_labels: InputRef | str | None = Field(
+        None, description="data-prep's test-label artifact: needed whenever the test split is drawn"
+    )
     predictions: list[InputRef | str] = Field(min_length=1)
     evaluation: InputRef | str
     training: InputRef | str | None = Field(None, description="a fine-tuning artifact whose train_log.jsonl is drawn")
@@ -61,6 +67,46 @@ def _provenance(store: ObjectStore, refs: dict[str, InputRef]) -> dict[str, Any]
     return entries
 
 
+def _test_label_access(store: ObjectStore, refs: dict[str, InputRef], labels: InputRef | None) -> list[dict[str, Any]]:
+    """Every task upstream of this report, read from the artifacts' manifests (the run's DAG as it executed):
+    the stage, the artifact it published, its inputs, and whether the test labels were among them."""
+    labels_store = label_store(store)
+    producer = read_manifest(labels_store, labels).stage if labels is not None else None
+    tasks: dict[str, dict[str, Any]] = {}
+    pending = [ref for name, ref in refs.items() if name != "test_labels"]
+    while pending:
+        ref = pending.pop()
+        if ref.uri in tasks or not ref.uri.startswith(f"s3://{store.bucket}/"):
+            continue
+        try:
+            manifest = read_manifest(store, ref)
+        except StorageError as err:
+            tasks[ref.uri] = {
+                "stage": "?",
+                "artifact": ref.uri,
+                "inputs": [],
+                "read_test_labels": None,
+                "note": str(err),
+            }
+            continue
+        reads = any(i.uri.startswith(f"s3://{labels_store.bucket}/") for i in manifest.inputs.values())
+        tasks[ref.uri] = {
+            "stage": manifest.stage,
+            "artifact": ref.uri,
+            "kind": manifest.kind,
+            "inputs": sorted(manifest.inputs),
+            "read_test_labels": reads,
+        }
+        pending.extend(manifest.inputs.values())
+    rows = sorted(tasks.values(), key=lambda row: (not row["read_test_labels"], row["stage"]))
+    if producer is not None:
+        rows.insert(0, {"stage": producer, "artifact": labels.uri, "kind": "test-labels", "inputs": [],
+                        "read_test_labels": True, "note": "wrote them"})  # fmt: skip
+    rows.append({"stage": NAME, "artifact": "(this report)", "kind": "report", "inputs": sorted(refs),
+                 "read_test_labels": labels is not None})  # fmt: skip
+    return rows
+
+
 def run(config: Config, store: ObjectStore | None = None) -> Result:
     store = store or ObjectStore()
     started = time.perf_counter()
@@ -69,17 +115,22 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     refs.update({f"predictions[{i}]": r for i, r in enumerate(prediction_refs)})
     if config.training is not None:
         refs["training"] = resolve(store, config.training)
+    labels_ref = resolve_test_labels(store, config.test_labels)
     evaluation = read_manifest(store, refs["evaluation"])
     split = evaluation.config.get("evaluate", {}).get("split", "test")
     with scratch_dir(NAME) as scratch:
-        dataset = fetch_dataset(store, refs["dataset"], scratch / "dataset", [split], [split])
+        dataset = fetch_dataset(store, refs["dataset"], scratch / "dataset", [split], [split], labels_ref)
         sets = [fetch_predictions(store, r, scratch / f"predictions{i}") for i, r in enumerate(prediction_refs)]
         fetch_dir(store, refs["evaluation"], scratch / "evaluation")
         train_log: Path | None = None
         if "training" in refs:
             fetch_dir(store, refs["training"], scratch / "training", only=["train_log.jsonl"])
             train_log = scratch / "training" / "train_log.jsonl"
-        provenance = {"dataset_fingerprint": dataset.fingerprint, "artifacts": _provenance(store, refs)}
+        provenance = {
+            "dataset_fingerprint": dataset.fingerprint,
+            "artifacts": _provenance(store, refs),
+            "test_label_access": _test_label_access(store, refs, labels_ref),
+        }
         fetched = time.perf_counter()
         result = build_report(
             dataset,
@@ -91,6 +142,8 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             config=config.report,
         )
         drawn = time.perf_counter()
+        if labels_ref is not None:
+            refs["test_labels"] = labels_ref
         key = content_key(config.report.model_dump(mode="json"), sorted(r.manifest_sha256 for r in refs.values()))
         prefix = f"{config.prefix.strip('/')}/{key}"
         ref, _ = publish_dir(

@@ -17,18 +17,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vesselseg import __version__
+from vesselseg.config import ConfigModel
 from vesselseg.errors import StorageError
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
+from vesselseg.storage.paths import inside, path_problem
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
 
-class InputRef(BaseModel):
+class InputRef(ConfigModel):
     """A pointer to a published artifact: its URI and the sha256 of its manifest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +52,18 @@ class Manifest(BaseModel):
     created_at: str
     timings_s: dict[str, float] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict, description="small stage-specific facts")
+    run_stats: dict[str, Any] = Field(
+        default_factory=dict, description="how this run went (speeds, counts); like timings, not part of its identity"
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _relative_paths(cls, files: list[FileEntry]) -> list[FileEntry]:
+        # Readers join these paths onto a local folder: one that climbs out of it would write anywhere.
+        for entry in files:
+            if problem := path_problem(entry.path):
+                raise ValueError(f"file path {entry.path!r} refused: {problem}")
+        return files
 
     def file(self, path: str) -> FileEntry:
         for entry in self.files:
@@ -116,6 +130,7 @@ def publish_dir(
     inputs: dict[str, InputRef] | None = None,
     timings_s: dict[str, float] | None = None,
     summary: dict[str, Any] | None = None,
+    run_stats: dict[str, Any] | None = None,
 ) -> tuple[InputRef, Manifest]:
     """Upload every file under `local_dir` to `prefix/` and then its manifest; returns a pointer to it."""
     prefix = prefix.rstrip("/") + "/"
@@ -126,15 +141,23 @@ def publish_dir(
     # Files are filled in below; everything else is known now, which lets an identical re-run stop here.
     manifest = Manifest(kind=kind, stage=stage, config=config, inputs=inputs or {}, files=[],
                         code_version=code_version(), created_at="", timings_s=timings_s or {},
-                        summary=summary or {})  # fmt: skip
+                        summary=summary or {}, run_stats=run_stats or {})  # fmt: skip
     unchanged = _same_as_published(store, manifest_key, local_dir, files, manifest)
     if unchanged is not None:
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
                  len(files))  # fmt: skip
         return unchanged
+    nested = [key for key in store.list(prefix) if key.endswith("/" + MANIFEST) and key != manifest_key]
+    if nested:
+        shown = ", ".join(store.uri(key) for key in nested[:3]) + (" …" if len(nested) > 3 else "")
+        raise StorageError(
+            f"refusing to publish to {store.uri(prefix)}: it holds {len(nested)} other artifact(s) below it ({shown}), "
+            "which publishing there would overwrite or remove; give the artifact a prefix of its own"
+        )
+    # Only what the previous artifact listed is its to replace: other keys under the prefix are someone else's.
+    stale = {prefix + entry.path for entry in _previous_files(store, manifest_key)}
     # Hide the old artifact first: from here until the new manifest lands, readers see nothing.
     store.delete([manifest_key])
-    stale = set(store.list(prefix))
     for index, path in enumerate(files, 1):
         rel = path.relative_to(local_dir).as_posix()
         uploaded = store.upload_file(path, prefix + rel)
@@ -144,9 +167,21 @@ def publish_dir(
             log.info("uploaded %d/%d files to %s", index, len(files), store.uri(prefix))
     store.delete(sorted(stale))
     manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    blob = manifest.model_dump_json(indent=2).encode()
+    # Validated as readers will validate it (files were appended unchecked).
+    blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
+
+
+def _previous_files(store: ObjectStore, manifest_key: str) -> list[FileEntry]:
+    """The files the artifact at `manifest_key` lists now; none if there is none or it does not validate."""
+    if not store.exists(manifest_key):
+        return []
+    try:
+        return Manifest.model_validate_json(store.get_bytes(manifest_key)).files
+    except ValueError:
+        log.warning("%s does not validate; none of its files are removed by the re-publish", store.uri(manifest_key))
+        return []
 
 
 def _same_as_published(
@@ -165,7 +200,7 @@ def _same_as_published(
         old = Manifest.model_validate_json(blob)
     except ValueError:
         return None
-    provenance = {"files", "created_at", "timings_s"}
+    provenance = {"files", "created_at", "timings_s", "run_stats"}
     if old.model_dump(mode="json", exclude=provenance) != manifest.model_dump(mode="json", exclude=provenance):
         return None
     names = [(p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in files]
@@ -197,8 +232,14 @@ def resolve(store: ObjectStore, ref: InputRef | str) -> InputRef:
 
 
 def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
-    """The manifest of a published artifact; refuses a prefix without one, or one that changed since `ref`."""
-    return Manifest.model_validate_json(_manifest_blob(store, ref)[1])
+    """The manifest of a published artifact; refuses a prefix without one, one that changed since `ref`, or one that
+    does not validate (an unsafe file path, say)."""
+    uri, blob = _manifest_blob(store, ref)
+    try:
+        return Manifest.model_validate_json(blob)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise StorageError(f"{uri}{MANIFEST} is not a valid manifest: {problems}") from err
 
 
 def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None) -> Manifest:
@@ -208,13 +249,14 @@ def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: li
     prefix = store.key_of(uri.rstrip("/") + "/")
     wanted = manifest.files if only is None else [manifest.file(p) for p in only]
     for entry in wanted:
-        target = local_dir / entry.path
+        target = inside(local_dir, entry.path, f"{uri.rstrip('/')}/{MANIFEST}")
         if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
             continue
         store.download_file(
             prefix + entry.path,
             target,
             expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
+            root=local_dir,
         )
     (local_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     return manifest
@@ -226,6 +268,8 @@ def fetch_raw_prefix(store: ObjectStore, uri: str, local_dir: Path) -> int:
     keys = store.list(prefix)
     if not keys:
         raise StorageError(f"nothing under {uri}: the raw dataset prefix is empty or misspelt")
-    for key in keys:
-        store.download_file(key, local_dir / key[len(prefix) :])
+    # Keys are whatever the uploader chose: `prefix//etc/x` would otherwise land in /etc.
+    targets = [inside(local_dir, key[len(prefix) :], f"object {store.uri(key)} under {uri}") for key in keys]
+    for key, target in zip(keys, targets, strict=True):
+        store.download_file(key, target, root=local_dir)
     return len(keys)

@@ -19,9 +19,10 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import IntegrityError, StorageError
+from vesselseg.storage.paths import check_inside
 from vesselseg.storage.settings import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestT
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
 
 
+class WriteConflict(StorageError):
+    """A conditional write lost: the object changed, appeared or vanished since the version it was based on."""
+
+
 class FileEntry(BaseModel):
     """One file of an artifact: path relative to the artifact's prefix, its sha256 and size."""
 
@@ -40,7 +45,7 @@ class FileEntry(BaseModel):
 
     path: str
     sha256: str
-    size: int
+    size: int = Field(ge=0)
 
 
 def sha256_file(path: Path) -> str:
@@ -118,6 +123,8 @@ class ObjectStore:
                     ) from err
                 if err.code == "NoSuchBucket":
                     raise StorageError(f"{what}: bucket {self.bucket!r} does not exist at {self._where(key)}") from err
+                if err.code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                    raise WriteConflict(f"{what}: the object changed since it was read, at {self._where(key)}") from err
                 if err.code in {"NoSuchKey", "NoSuchObject"}:
                     raise StorageError(f"{what}: no such object at {self._where(key)}") from err
                 if err.code not in _TRANSIENT_CODES or attempt == self.settings.retries:
@@ -161,16 +168,26 @@ class ObjectStore:
 
         return FileEntry(path=key, sha256=self._call("upload", key, put), size=size)
 
-    def download_file(self, key: str, path: Path, expected: FileEntry | None = None) -> FileEntry:
-        """Stream an object to `path` (via a temporary name); verify sha256 and size when given."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def download_file(
+        self, key: str, path: Path, expected: FileEntry | None = None, root: Path | None = None
+    ) -> FileEntry:
+        """Stream an object to `path` (via a temporary name); verify sha256 and size when given.
+
+        With `root`, `path` and its temporary name must both resolve inside `root` (the folder a download was asked
+        to fill); either way the temporary file is created afresh, never opened through a link already there.
+        """
         partial = path.with_name(path.name + ".part")
+        if root is not None:
+            for target in (path, partial):
+                check_inside(root, target, f"download of {self.uri(key)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
 
         def get() -> FileEntry:
             response = self.client.get_object(self.bucket, key)
             digest, size = hashlib.sha256(), 0
             try:
-                with open(partial, "wb") as handle:
+                partial.unlink(missing_ok=True)
+                with open(partial, "xb") as handle:
                     for chunk in response.stream(CHUNK):
                         digest.update(chunk)
                         handle.write(chunk)
@@ -196,6 +213,32 @@ class ObjectStore:
             key,
             lambda: self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type),
         )
+
+    def put_bytes_if(
+        self, key: str, data: bytes, etag: str | None, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Writes `data` only if the object is still the version `etag` names (None: only if there is none yet), in
+        one request (S3 If-Match / If-None-Match, which SeaweedFS honours); raises WriteConflict otherwise.
+        Returns the new ETag."""
+        condition = {"If-None-Match": "*"} if etag is None else {"If-Match": f'"{etag}"'}
+        headers = {"Content-Type": content_type, **condition}
+        # The SDK's put_object would send unknown headers as user metadata; its single-request PUT sends them as is.
+        return self._call(
+            "conditional upload", key, lambda: self.client._put_object(self.bucket, key, data, headers=headers).etag
+        )
+
+    def get_bytes_and_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the ETag of that very version (for `put_bytes_if`)."""
+
+        def get() -> tuple[bytes, str]:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read(), str(response.headers.get("ETag", "")).strip('"')
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call("download", key, get)
 
     def get_bytes(self, key: str) -> bytes:
         def get() -> bytes:

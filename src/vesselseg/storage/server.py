@@ -2,6 +2,11 @@
 
 Kubeflow Pipelines ships SeaweedFS as its default object store, so a local run talks to the same
 server software as a cluster run. Data lives under `<work dir>/store`.
+
+Only the S3 API is wanted. `weed mini` also starts a WebDAV gateway, a filer UI that lists and deletes
+folders, Iceberg and Lance catalogs and an admin UI, none with authentication, and reports usage to
+telemetry.seaweedfs.com: all of that is switched off (`HARDENING`). The master, volume and filer HTTP ports
+stay (the S3 gateway needs them), on 127.0.0.1 like everything else.
 """
 
 from __future__ import annotations
@@ -24,6 +29,16 @@ from vesselseg.storage.settings import StoreSettings, work_dir
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+HARDENING = (
+    "-admin.ui=false",
+    "-webdav=false",
+    "-master.telemetry=false",
+    "-s3.port.iceberg=0",
+    "-s3.port.lance=0",
+    "-filer.disableDirListing",
+    "-filer.exposeDirectoryData=false",
+    "-filer.ui.deleteDir=false",
+)
 
 
 class StoreStatus(BaseModel):
@@ -63,12 +78,29 @@ def _answers(settings: StoreSettings) -> tuple[bool, str]:
 
 
 def _read_pid() -> int | None:
+    """The pid in the pid file, if that process is still this work dir's `weed mini` (pids get reused)."""
     try:
         pid = int(_pid_file().read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
+    if not _is_this_store(pid):
+        log.warning("pid file %s names pid %d, which is not this store's weed mini: ignoring it", _pid_file(), pid)
+        return None
     return pid
+
+
+def _is_this_store(pid: int) -> bool:
+    """Whether `pid` leads its own process group and runs `weed mini` on this work dir's data folder (Linux /proc)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        group = os.getpgid(pid)
+    except OSError:
+        return False
+    data = os.fsencode(f"-dir={_store_dir() / 'data'}")
+    return (
+        group == pid and len(argv) > 2 and os.path.basename(argv[0]) == b"weed" and argv[1] == b"mini" and data in argv
+    )
 
 
 def status(settings: StoreSettings | None = None) -> StoreStatus:
@@ -110,7 +142,7 @@ def up(settings: StoreSettings | None = None, timeout_s: float = 90.0) -> StoreS
         f"-ip.bind={LOOPBACK}",
         f"-s3.port={port or 9000}",
         f"-bucket={settings.bucket}",
-        "-admin.ui=false",
+        *HARDENING,
     ]
     log_file = open(_store_dir() / "weed.log", "ab")
     # A new session keeps the server alive after the command that started it returns.

@@ -2,6 +2,7 @@
 
     <prefix>/<run key>/step-<N>/    kind "training-checkpoint", every `checkpoint_every` steps and at the end
     <prefix>/<run key>/final/       kind "training", the run's result
+    <prefix>/<run key>/checkpoints.json   step → sha256 of the manifest this run published for it
 each holding
     model/              Sa2VAConfig.save_pretrained + Sa2VAProcessor.save_pretrained (config, tokenizer)
     checkpoint/         DeepSpeed's engine.save_checkpoint(checkpoint/, tag="global_step<N>"), with its `latest`
@@ -9,12 +10,15 @@ each holding
     state.json          (steps) where the run stands: step, best validation, world size, …
     train_summary.json  (final) the final numbers
 A step artifact is complete once its manifest exists (publish_dir writes it last), so a run killed while
-uploading leaves only a prefix that readers ignore, and resuming picks the newest complete one. Old steps are
-pruned only after a newer one is complete; a failed upload raises and never touches earlier checkpoints.
+uploading leaves only a prefix that readers ignore, and resuming picks the newest complete one that this run
+published: its manifest must still hash to what `checkpoints.json` recorded when the run published it, so a step
+folder someone else put under the run's prefix is never loaded. Old steps are pruned only after a newer one is
+complete; a failed upload raises and never touches earlier checkpoints.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -38,6 +42,7 @@ MODEL_DIR, CHECKPOINT_DIR, LOG_FILE, STATE_FILE, SUMMARY_FILE = (
     "model", "checkpoint", "train_log.jsonl", "state.json", "train_summary.json",
 )  # fmt: skip
 _STEP = re.compile(r"step-(\d+)/")
+LEDGER = "checkpoints.json"
 
 
 def tag(step: int) -> str:
@@ -94,13 +99,42 @@ class RunArtifacts:
     def complete_steps(self) -> list[int]:
         return sorted(step for step, complete in self._step_prefixes().items() if complete)
 
+    def _ledger(self) -> dict[int, str]:
+        """Step → manifest sha256 of what this run published (empty before its first checkpoint)."""
+        key = self.root + LEDGER
+        if not self.store.exists(key):
+            return {}
+        try:
+            return {int(step): str(sha) for step, sha in json.loads(self.store.get_bytes(key)).items()}
+        except (ValueError, AttributeError) as err:
+            raise TrainingError(
+                f"{self.store.uri(key)} is not a checkpoint ledger ({err}); resume: never starts fresh"
+            ) from err
+
+    def _write_ledger(self, ledger: dict[int, str]) -> None:
+        blob = json.dumps({str(step): ledger[step] for step in sorted(ledger)}, indent=2).encode()
+        self.store.put_bytes(self.root + LEDGER, blob, content_type="application/json")
+
+    def published_steps(self) -> list[int]:
+        """Complete steps whose manifest is still the one this run published, oldest first."""
+        ledger, complete = self._ledger(), self.complete_steps()
+        foreign = [step for step in complete if step not in ledger]
+        if foreign:
+            log.warning("ignoring step checkpoints this run did not publish under %s: %s", self.store.uri(self.root),
+                        foreign)  # fmt: skip
+        return [step for step in complete if step in ledger]
+
+    def published_step_ref(self, step: int) -> InputRef:
+        """The step artifact pinned to the manifest this run published: a manifest changed since is refused."""
+        sha = self._ledger().get(step)
+        if sha is None:
+            raise TrainingError(f"step {step} of {self.store.uri(self.root)} was not published by this run")
+        return InputRef(uri=self.store.uri(self.step_key(step)), manifest_sha256=sha)
+
     def final(self) -> InputRef | None:
         if not self.store.exists(self.final_key + MANIFEST):
             return None
         return resolve(self.store, self.store.uri(self.final_key))
-
-    def step_ref(self, step: int) -> InputRef:
-        return resolve(self.store, self.store.uri(self.step_key(step)))
 
     def publish(
         self,
@@ -114,23 +148,28 @@ class RunArtifacts:
         ref, _ = publish_dir(
             self.store, local, key, kind=kind, stage=STAGE, config=stage_config, inputs=inputs, summary=summary
         )
+        if match := _STEP.fullmatch(key[len(self.root) :]):
+            self._write_ledger({**self._ledger(), int(match.group(1)): ref.manifest_sha256})
         return ref
 
     def prune(self, keep: int, protect: set[int]) -> None:
-        """Keeps the newest `keep` complete steps and `protect`; removes older ones and abandoned uploads.
+        """Keeps the newest `keep` steps this run published and `protect`; removes its older ones and abandoned uploads.
 
         A manifest goes first, so a step being removed stops looking complete before any file disappears.
         """
-        steps = self._step_prefixes()
-        kept = set(sorted(step for step, complete in steps.items() if complete)[-keep:]) | protect
+        steps, ledger = self._step_prefixes(), self._ledger()
+        kept = set(sorted(step for step in ledger if steps.get(step))[-keep:]) | protect
         newest = max(kept, default=0)
         for step, complete in sorted(steps.items()):
-            if step in kept or (not complete and step > newest):
+            # A complete step this run did not publish is not its own to remove.
+            if step in kept or (complete and step not in ledger) or (not complete and step > newest):
                 continue
             key = self.step_key(step)
             self.store.delete([key + MANIFEST])
             self.store.delete_prefix(key)
+            ledger.pop(step, None)
             log.info("removed checkpoint %s", self.store.uri(key))
+        self._write_ledger(ledger)
 
 
 def check_compatible(

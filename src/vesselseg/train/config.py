@@ -10,10 +10,12 @@ killed and restarted with another logging interval or process count still resume
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from vesselseg.config import ConfigModel
 from vesselseg.train.errors import TrainingError
 
 Precision = Literal["bf16", "fp32"]
@@ -25,12 +27,15 @@ def gpu_default(setting: bool | None, on_gpu: bool) -> bool:
 
 
 # Fields that change neither the weights nor the published result: excluded from the run key.
+# An Adam beta of 1 or more never forgets; below 0 it is not a moving average.
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 OPERATIONAL_FIELDS = frozenset(
     {"resume", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers", "cpu_processes", "gpus", "val_every"}
 )
 
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(ConfigModel):
     """Fundus augmentation, drawn per sample from (seed, step, position in the global batch).
 
     Geometry (flips, rotation) moves image and mask together, the mask with nearest neighbour; colour jitter
@@ -49,12 +54,12 @@ class AugmentConfig(BaseModel):
     hue: float = Field(0.02, ge=0, le=0.5, description="hue shift drawn in ± hue turns")
 
 
-class Sam2Geometry(BaseModel):
+class Sam2Geometry(ConfigModel):
     """A preset's SAM2 input size and Hiera patch stride; None keeps the preset's (base_model.with_sam2_geometry)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    image_size: int | None = Field(None, ge=64, description="square input, a multiple of 8 × the patch stride")
+    image_size: int | None = Field(None, ge=64, le=8192, description="square input, a multiple of 8 × the patch stride")
     patch_stride: int | None = Field(None, ge=2, description="Hiera's patch-embedding stride (SAM2: 4)")
 
     @property
@@ -62,7 +67,7 @@ class Sam2Geometry(BaseModel):
         return self.image_size is not None or self.patch_stride is not None
 
 
-class FinetuneConfig(BaseModel):
+class FinetuneConfig(ConfigModel):
     """The defaults are the demo: `tiny-refined` for 1000 steps on the synthetic fundus data, fp32 on the CPU; preset
     and length were chosen by validation Dice only (benchmarks/results/finetune_loss_experiment.md)."""
 
@@ -81,10 +86,10 @@ class FinetuneConfig(BaseModel):
     steps: int = Field(1000, ge=1, description="optimizer steps")
     micro_batch_size: int = Field(2, ge=1, description="samples per rank per forward pass")
     global_batch_size: int = Field(4, ge=1, description="samples per optimizer step, over all ranks")
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    lr: float = Field(2e-3, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1)
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of the steps with linear warm-up")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decay ends at lr × min_lr_ratio")
     gradient_clipping: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
@@ -109,7 +114,7 @@ class FinetuneConfig(BaseModel):
         "the tanh form of GELU, at most 4.7e-4 from the exact GELU they were trained with) instead of as a pass of "
         "its own: on an H100 a sa2va-4b step took 4 % less (benchmarks/results/encoder_gelu.md); null: on GPUs",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     val_split: str = "val"
@@ -131,6 +136,17 @@ class FinetuneConfig(BaseModel):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     cpu_processes: int = Field(1, ge=1, description="ranks on a machine without GPUs")
     gpus: int | None = Field(None, ge=1, description="ranks on a GPU machine; None: every visible GPU")
+
+    @field_validator("model_overrides")
+    @classmethod
+    def _finite_overrides(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Sa2VAConfig is not a pydantic model: its numbers are checked here, where a run can set them."""
+        for name, value in overrides.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"model_overrides.{name} must be a finite number, not {value}")
+            if name.endswith("_loss_weight") and isinstance(value, int | float) and value < 0:
+                raise ValueError(f"model_overrides.{name} must be >= 0, not {value}")
+        return overrides
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:

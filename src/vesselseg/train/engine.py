@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from vesselseg.model import Sa2VAModel
 from vesselseg.train.config import FinetuneConfig, Precision, gpu_default
+from vesselseg.train.memory_plan import GIB, ParameterCount, check_fits
 
 # Printing DeepSpeed's own step lines would duplicate the JSONL log.
 _NEVER = 1 << 30
@@ -85,7 +86,10 @@ def prepare_model(model: Sa2VAModel, config: FinetuneConfig, on_gpu: bool) -> No
 
 def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, precision: Precision, on_gpu: bool) -> Any:
     """`model` prepared as `config` asks (`prepare_model`) inside a DeepSpeed engine that trains only its parameters
-    that require grad."""
+    that require grad. On GPUs a run whose weights and optimizer state alone cannot fit one GPU stops here."""
+    if on_gpu:
+        gpu_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / GIB
+        check_fits(ParameterCount.of(model), config.zero_stage, world_size, gpu_gib)
     prepare_model(model, config, on_gpu)
     warmup = warmup_steps(config)
 

@@ -6,11 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vesselseg.config import ConfigModel
 from vesselseg.storage import InputRef
 from vesselseg.train.config import FinetuneConfig, Precision
 
 
-class TrainJob(BaseModel):
+class TrainJob(ConfigModel):
     """What every rank needs, fixed by the stage before any rank starts (so all ranks agree)."""
 
     model_config = ConfigDict(extra="forbid")

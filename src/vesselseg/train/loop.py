@@ -39,6 +39,7 @@ from vesselseg.train.errors import TrainingError
 from vesselseg.train.job import TrainJob, TrainResult, TrainSummary
 from vesselseg.train.launch import LAUNCHED_AT_ENV
 from vesselseg.train.log import Progress, TrainLog
+from vesselseg.train.safe_load import deepspeed_loads
 from vesselseg.train.validation import validation_dice
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class Trainer:
         self.accumulation = self.config.gradient_accumulation(self.world)
         self.store = ObjectStore()
         self.artifacts = ckpt.RunArtifacts(self.store, job.prefix, job.run_key)
-        self.workdir = Path(job.workdir)
+        # Ranks started by another launcher each planned their own folder name: rank 0's is the one.
+        self.workdir = Path(_broadcast(job.workdir))
         self.started = time.monotonic()
         # Launch to here: torchrun, interpreters, imports, the process group (what a launch costs before any work).
         self.started_after = time.time() - float(os.environ.get(LAUNCHED_AT_ENV, time.time()))
@@ -121,8 +123,8 @@ class Trainer:
             final = self.artifacts.final()
             if final is not None:
                 return {"final": final, "resume": None}
-            steps = self.artifacts.complete_steps()
-            return {"final": None, "resume": self.artifacts.step_ref(steps[-1]) if steps else None}
+            steps = self.artifacts.published_steps()
+            return {"final": None, "resume": self.artifacts.published_step_ref(steps[-1]) if steps else None}
         return {"final": None, "resume": resolve(self.store, self.config.resume)}
 
     def _prepare_local(self, resume: InputRef | None) -> None:
@@ -170,7 +172,9 @@ class Trainer:
         ckpt.check_compatible(
             state, resume.uri, self.model_config, folder / ckpt.MODEL_DIR, self.world, self.config.zero_stage
         )
-        path, client = self.engine.load_checkpoint(str(folder / ckpt.CHECKPOINT_DIR))
+        # DeepSpeed unpickles the rank files; only tensors and its own types may come out of them.
+        with deepspeed_loads(f"Resuming never unpickles anything else; start fresh with resume: never ({resume.uri})"):
+            path, client = self.engine.load_checkpoint(str(folder / ckpt.CHECKPOINT_DIR))
         if path is None or client.get("step") != state.step:
             raise TrainingError(f"checkpoint {resume.uri}: DeepSpeed could not load {folder / ckpt.CHECKPOINT_DIR}")
         rows = [r for r in TrainLog.read(folder / ckpt.LOG_FILE).rows if r["step"] <= state.step]
@@ -376,7 +380,7 @@ class Trainer:
         source = self._step_folder(final_step)
         if not source.is_dir():
             # The best step was saved before this launch resumed; its artifact is protected from pruning.
-            fetch_dir(self.store, self.artifacts.step_ref(final_step), source)
+            fetch_dir(self.store, self.artifacts.published_step_ref(final_step), source)
         staging = self.workdir / "final"
         ckpt.assemble(source, staging)
         self.train_log.write(staging / ckpt.LOG_FILE)

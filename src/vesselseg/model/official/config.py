@@ -132,9 +132,16 @@ def hiera_large() -> Sam2Config:
 
 
 def sa2va_config(
-    official: dict[str, Any], image_token_id: int, seg_token_id: int, sam2_config: Sam2Config | None = None
+    official: dict[str, Any],
+    image_token_id: int,
+    seg_token_id: int,
+    sam2_config: Sam2Config | None = None,
+    prepend_bos: bool = False,
+    stop_token_ids: list[int] | None = None,
 ) -> Sa2VAConfig:
-    """The native config of an official release; the recipe fields keep Sa2VA's defaults."""
+    """The native config of an official release; the recipe fields keep Sa2VA's defaults, and inference behaves as
+    the official `predict_forward`: generated answers, BOS and stop tokens as its tokenizer and template have them,
+    masks upsampled through SAM2's input size, SAM2's input normalised in the model's dtype."""
     family = detect_family(official)
     check_supported(official)
     return Sa2VAConfig(
@@ -147,6 +154,11 @@ def sa2va_config(
         use_thumbnail=official.get("use_thumbnail", True),
         image_token_id=image_token_id,
         seg_token_id=seg_token_id,
+        answer_mode="generate",
+        prepend_bos=prepend_bos,
+        stop_token_ids=stop_token_ids,
+        mask_upsampling="via_sam2_input",
+        sam2_normalization="model_dtype",
     )
 
 

@@ -199,12 +199,14 @@ def run_import(
     release = identify(official)
     log.info("%s: %s family, %s", folder, family.name, release or "an architecture no official release has")
 
-    tokenizer, tokenizer_report = load_official_tokenizer(folder, family)
+    tokenizer, tokenizer_report = load_official_tokenizer(folder, family, official.get("template"))
     config = sa2va_config(
         official,
         image_token_id=tokenizer.convert_tokens_to_ids(prompts.IMG_CONTEXT),
         seg_token_id=tokenizer.convert_tokens_to_ids(prompts.SEG),
         sam2_config=sam2_config,
+        prepend_bos=tokenizer_report.prepend_bos,
+        stop_token_ids=tokenizer.convert_tokens_to_ids(tokenizer_report.stop_tokens),
     )
     if len(tokenizer) > config.text_config.vocab_size:
         raise OfficialImportError(

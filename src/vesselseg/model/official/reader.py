@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from vesselseg.model.official.errors import OfficialImportError
+from vesselseg.storage.paths import inside
 
 # (single file, index) per format, safetensors preferred as transformers does.
 FORMATS = (
@@ -43,7 +44,10 @@ def _weight_files(folder: Path) -> list[Path]:
                 weight_map = json.loads((folder / index).read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError) as err:
                 raise OfficialImportError(f"{folder / index}: not a weight index ({err})") from err
-            files = [folder / name for name in sorted(set(weight_map.values()))]
+            files = [
+                inside(folder, name, str(folder / index), OfficialImportError)
+                for name in sorted(set(weight_map.values()))
+            ]
             absent = [f.name for f in files if not f.is_file()]
             if absent:
                 raise OfficialImportError(f"{folder / index} lists shards that are not in the folder: {absent}")

@@ -11,7 +11,10 @@ Three ways in, by the files the folder has, none of which runs the folder's Pyth
   piece's text another way), and text built from the vocabulary decodes back to itself.
 Tokens declared in `tokenizer_config.json` (`added_tokens_decoder`), `added_tokens.json` or `tokenizer.json`
 (`added_tokens`) must keep their ids; Sa2VA's `[SEG]`, `<p>`, `</p>`, `<vp>`, `</vp>` and the image tokens must be
-among them. The end-of-sequence token becomes `<|im_end|>`, where the official template stops generating.
+among them. The end-of-sequence token becomes `<|im_end|>`, where the official template stops generating; the
+official stop set (the folder's own EOS, then the template's stop words: `<|im_end|>`, for Qwen also
+`<|endoftext|>`) and whether the official `encode` starts with BOS (`add_bos_token`, which InternLM2's tokenizer
+defaults to true and Qwen2's lacks) are reported for the model's config.
 """
 
 import json
@@ -33,6 +36,8 @@ from vesselseg.model.official.families import Family
 KEPT_TOKENS = (prompts.SEG, *prompts.REGION_TOKENS, prompts.IMG_CONTEXT, prompts.IMG_START, prompts.IMG_END)
 CHAT_TOKENS = (prompts.IM_START, prompts.IM_END)
 MIN_WORD_ROUND_TRIP = 0.99
+# The official templates' STOP_WORDS (projects/sa2va/hf/models/templates.py), by template name.
+TEMPLATE_STOP_WORDS = {"internlm2_chat": (prompts.IM_END,), "qwen_chat": (prompts.IM_END, prompts.PAD)}
 SPM_BPE = 2
 SPM_NORMAL, SPM_CONTROL, SPM_USER_DEFINED = 1, 3, 4
 
@@ -45,6 +50,8 @@ class TokenizerReport(BaseModel):
     word_pieces_checked: int = 0  # sentencepiece conversion only: word pieces whose text was encoded again
     word_pieces_round_trip: int = 0
     word_piece_failures: list[str] = []  # a few pieces whose text encodes differently
+    prepend_bos: bool = False  # the official `encode` starts with BOS
+    stop_tokens: list[str] = []  # the official EOS, then the template's stop words
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,16 @@ def _check_spm_round_trip(
             )
 
 
-def load_official_tokenizer(folder: Path, family: Family) -> tuple[PreTrainedTokenizerFast, TokenizerReport]:
+def official_bos(folder: Path, family: Family) -> bool:
+    """Whether the official tokenizer's `encode` prepends BOS: `add_bos_token` from tokenizer_config.json, else the
+    default of the family's tokenizer class (InternLM2Tokenizer: true; Qwen2Tokenizer has no BOS)."""
+    config = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    return bool(config.get("add_bos_token", family.name == "internlm2"))
+
+
+def load_official_tokenizer(
+    folder: Path, family: Family, template: str | None = None
+) -> tuple[PreTrainedTokenizerFast, TokenizerReport]:
     folder = Path(folder)
     declared = declared_tokens(folder)
     missing = [token for token in KEPT_TOKENS if token not in declared]
@@ -256,6 +272,15 @@ def load_official_tokenizer(folder: Path, family: Family) -> tuple[PreTrainedTok
         ids = tokenizer(token, add_special_tokens=False).input_ids
         if len(ids) != 1:
             raise OfficialImportError(f"{folder}: {token} is not a single token ({ids}); the chat format needs it")
+    official_eos = tokenizer.eos_token
+    prepend_bos = official_bos(folder, family)
+    if prepend_bos and tokenizer.bos_token_id is None:
+        raise OfficialImportError(f"{folder}: add_bos_token is set but the tokenizer has no BOS token")
+    stop_words = TEMPLATE_STOP_WORDS.get(str(template or "").replace("-", "_"), (prompts.IM_END,))
+    stop_tokens = list(dict.fromkeys([t for t in (official_eos, *stop_words) if t is not None]))
+    for token in stop_tokens:
+        if len(tokenizer(token, add_special_tokens=False).input_ids) != 1:
+            raise OfficialImportError(f"{folder}: stop token {token!r} is not a single token")
     tokenizer.eos_token = prompts.IM_END
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -266,6 +291,8 @@ def load_official_tokenizer(folder: Path, family: Family) -> tuple[PreTrainedTok
         size=len(tokenizer),
         token_ids={t: tokenizer.convert_tokens_to_ids(t) for t in (*KEPT_TOKENS, *CHAT_TOKENS)},
         declared_tokens=len(declared),
+        prepend_bos=prepend_bos,
+        stop_tokens=stop_tokens,
     )
     if proto is not None:
         _check_spm_round_trip(tokenizer.backend_tokenizer, proto, declared, report)
