@@ -242,12 +242,15 @@ class ObjectStoreWiring(ConfigModel):
             ENV_PREFIX + "SECURE": str(self.secure).lower(),
         }
 
+    def _key_file_env(self, prefix: str, mount: str) -> dict[str, str]:
+        return {
+            prefix + "ACCESS_KEY_FILE": f"{mount}/{self.access_key_key}",
+            prefix + "SECRET_KEY_FILE": f"{mount}/{self.secret_key_key}",
+        }
+
     def secret_file_env(self) -> dict[str, str]:
         """The variables that point StoreSettings.from_env at the mounted Secret's files."""
-        return {
-            ENV_PREFIX + "ACCESS_KEY_FILE": f"{self.secret_mount}/{self.access_key_key}",
-            ENV_PREFIX + "SECRET_KEY_FILE": f"{self.secret_mount}/{self.secret_key_key}",
-        }
+        return self._key_file_env(ENV_PREFIX, self.secret_mount)
 
     # The test split's ground truth lives in its own bucket, readable only with a second identity's keys
     # (manifests/base/test-labels-secret.yaml); the keys above must not open that bucket.
@@ -259,10 +262,7 @@ class ObjectStoreWiring(ConfigModel):
 
     def test_labels_secret_file_env(self) -> dict[str, str]:
         """The variables that point LabelStoreSettings.from_env at the mounted test-label Secret's files."""
-        return {
-            TEST_LABELS_ENV_PREFIX + "ACCESS_KEY_FILE": f"{self.test_labels_secret_mount}/{self.access_key_key}",
-            TEST_LABELS_ENV_PREFIX + "SECRET_KEY_FILE": f"{self.test_labels_secret_mount}/{self.secret_key_key}",
-        }
+        return self._key_file_env(TEST_LABELS_ENV_PREFIX, self.test_labels_secret_mount)
 
 
 class PodSecurity(ConfigModel):
