@@ -45,6 +45,7 @@ from vesselseg.evaluation import EvaluateConfig, evaluate
 from vesselseg.metrics import confusion, image_counts, pool, scores
 from vesselseg.predictions import PredictionSet
 from vesselseg.stages import convert, data_prep, finetune, infer
+from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.storage import ObjectStore, fetch_dir
 
 VARIANTS: dict[str, dict] = {
@@ -235,11 +236,14 @@ def main() -> None:
         name, _, raw = item.partition("=")
         variants[name] = json.loads(raw) if raw else VARIANTS[name]
     store = ObjectStore()
-    dataset_ref = data_prep.run(data_prep.Config(), store).dataset
+    prepared = data_prep.run(data_prep.Config(), store)
+    dataset_ref = prepared.dataset
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         scratch = Path(tmp)
-        fetch_dir(store, dataset_ref, scratch / "dataset")  # test truth too: scoring happens here, never in training
-        dataset = PreparedDataset(scratch / "dataset")
+        # The test labels too: scoring happens here, never in the training, conversion or inference it runs.
+        dataset = fetch_dataset(
+            store, dataset_ref, scratch / "dataset", ["val", "test"], ["val", "test"], prepared.test_labels
+        )
         frangi_predictions(dataset, ["val", "test"], "val", FrangiConfig(), scratch / "frangi")
         frangi = score(dataset, scratch / "frangi", scratch / "frangi-evaluation")
         print(json.dumps({"variant": "frangi", **frangi}), flush=True)

@@ -22,7 +22,7 @@ from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir
 from vesselseg.train import TrainingError
 from vesselseg.train import checkpoint as ckpt
-from vesselseg.train.safe_load import UnsafeCheckpointError, deepspeed_globals, load
+from vesselseg.train.safe_load import UnsafeCheckpointError, deepspeed_globals, load, pickle_enums_by_value
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,20 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 def _qualname(obj) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def test_checkpoints_written_on_any_python_load_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian bookworm's Python 3.11.2 (the images') pickles an enum member as `getattr(cls, name)`, which the
+    weights-only loader refuses and must keep refusing; engines pickle ZeroStageEnum by value instead."""
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    monkeypatch.setattr(ZeroStageEnum, "__reduce_ex__", lambda self, protocol: (getattr, (type(self), self.name)))
+    torch.save({"zero_stage": ZeroStageEnum.gradients}, tmp_path / "getattr.pt")
+    with pytest.raises(UnsafeCheckpointError, match=r"\(builtins\.getattr\)"):
+        load(tmp_path / "getattr.pt", "opt-in")
+    pickle_enums_by_value()
+    torch.save({"zero_stage": ZeroStageEnum.gradients}, tmp_path / "by-value.pt")
+    assert load(tmp_path / "by-value.pt", "opt-in") == {"zero_stage": ZeroStageEnum.gradients}
 
 
 def test_allow_list_is_what_real_zero_checkpoints_hold(runs: dict[str, Path]) -> None:

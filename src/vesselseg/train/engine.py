@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from vesselseg.model import Sa2VAModel
 from vesselseg.train.config import FinetuneConfig, Precision, gpu_default
 from vesselseg.train.memory_plan import GIB, ParameterCount, check_fits
+from vesselseg.train.safe_load import pickle_enums_by_value
 
 # Printing DeepSpeed's own step lines would duplicate the JSONL log.
 _NEVER = 1 << 30
@@ -91,6 +92,7 @@ def initialize(model: Sa2VAModel, config: FinetuneConfig, world_size: int, preci
         gpu_gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / GIB
         check_fits(ParameterCount.of(model), config.zero_stage, world_size, gpu_gib)
     prepare_model(model, config, on_gpu)
+    pickle_enums_by_value()
     warmup = warmup_steps(config)
 
     def schedule(optimizer: torch.optim.Optimizer) -> LambdaLR:

@@ -45,13 +45,36 @@ def load(path: str | Path, opt_in: str, trust_pickle: bool = False, **kwargs: An
         try:
             return _torch_load(path, weights_only=True, **kwargs)
         except pickle.UnpicklingError as err:
-            # torch wraps the one line that names the refused global in paragraphs of advice.
-            parts = [part.strip() for part in str(err).split("\n\n") if part.strip()]
-            reason = (parts[1:-1] or parts)[-1].split("WeightsUnpickler error: ")[-1].splitlines()[0]
             raise UnsafeCheckpointError(
                 f"{path}: refused to unpickle it: it holds Python objects that a DeepSpeed checkpoint does not "
-                f"({reason}). {opt_in}"
+                f"({_refused(path, err)}). {opt_in}"
             ) from err
+
+
+def _refused(path: str | Path, err: pickle.UnpicklingError) -> str:
+    """What the file holds beyond the allow-list, by name; else torch's own line that names it."""
+    try:
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in deepspeed_globals()}
+        unsafe = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed)
+    except Exception:  # a file torch cannot even list: its own message must do
+        unsafe = []
+    if unsafe:
+        return ", ".join(unsafe)
+    # torch wraps the one line that names the refused global in paragraphs of advice.
+    parts = [part.strip() for part in str(err).split("\n\n") if part.strip()]
+    return (parts[1:-1] or parts)[-1].split("WeightsUnpickler error: ")[-1].splitlines()[0]
+
+
+def pickle_enums_by_value() -> None:
+    """Makes DeepSpeed's ZeroStageEnum pickle as `ZeroStageEnum(value)`, which the weights-only loader accepts.
+
+    Some Python 3.11 patch releases (Debian bookworm's 3.11.2, the images' Python) pickle an enum member as
+    `getattr(ZeroStageEnum, name)`, others by value; `getattr` cannot join the allow-list, since it reaches any
+    attribute of any allowed class. Every engine that may save a checkpoint calls this first (train/engine.py).
+    """
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    ZeroStageEnum.__reduce_ex__ = lambda self, protocol: (type(self), (self.value,))  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
