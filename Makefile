@@ -45,7 +45,7 @@ store-up: setup
 store-down: setup
 	$(BIN)/vesselseg store down
 
-# --- images and cluster (see README "Containers" and "Run on Kubeflow"; a KFP host for the cluster targets) ---
+# --- images and cluster (see README "Containers" and docs/kubeflow.md; a KFP host for the cluster targets) ---
 CLUSTER_CONFIG ?= manifests/cluster-config.yaml
 RUN_ARGS ?=
 CRON ?= 0 0 3 * * 1
