@@ -9,6 +9,16 @@ import pytest
 
 from vesselseg.storage import ObjectStore, StoreSettings, server
 
+# The whole DAG, short: a small synthetic set and a few training steps (tests add their own seed).
+SHORT_DAG = [
+    "data_prep_overrides.data.synthetic.count=8",
+    "data_prep_overrides.data.synthetic.size=128",
+    "evaluate_overrides.evaluate.n_boot=200",
+    "finetune_overrides.training.steps=4",
+    "finetune_overrides.training.val_every=2",
+    "finetune_overrides.training.checkpoint_every=4",
+]
+
 
 @pytest.fixture(scope="session")
 def store_settings() -> Iterator[StoreSettings]:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SHORT_DAG
 
 from vesselseg.storage import ObjectStore
 
@@ -25,16 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "docker" / "engine.sh"
 VESSELSEG = Path(sys.executable).parent / "vesselseg"
 TASKS = {"data-prep", "finetune", "convert", "infer", "baseline", "evaluate", "visualize", "promote"}
-# A short DAG: few training steps on a small synthetic set.
-SHORT_RUN = [
-    "seed=5",
-    "data_prep_overrides.data.synthetic.count=8",
-    "data_prep_overrides.data.synthetic.size=128",
-    "evaluate_overrides.evaluate.n_boot=200",
-    "finetune_overrides.training.steps=4",
-    "finetune_overrides.training.val_every=2",
-    "finetune_overrides.training.checkpoint_every=4",
-]
+SHORT_RUN = ["seed=5", *SHORT_DAG]
 
 
 def _skip_or_fail(reason: str) -> None:

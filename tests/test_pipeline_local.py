@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from conftest import SHORT_DAG
 
 from vesselseg.local_run import run_local
 
@@ -18,15 +19,7 @@ def test_local_pipeline_runs_and_reuses_its_cache(
     store_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("VESSELSEG_HOME", str(tmp_path / "home"))
-    overrides = [
-        "seed=3",
-        "data_prep_overrides.data.synthetic.count=8",
-        "data_prep_overrides.data.synthetic.size=128",
-        "evaluate_overrides.evaluate.n_boot=200",
-        "finetune_overrides.training.steps=4",
-        "finetune_overrides.training.val_every=2",
-        "finetune_overrides.training.checkpoint_every=4",
-    ]
+    overrides = ["seed=3", *SHORT_DAG]
     first = run_local(ROOT / "pipeline.py", overrides, tmp_path / "runs")
     summary = json.loads((tmp_path / "runs" / "latest" / "summary.json").read_text())
     assert set(summary["metrics"]) == {"model", "frangi", "all_background", "all_foreground"}

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from vesselseg.data import PreparedDataset
+from vesselseg.data.fetch import fetch_splits
 from vesselseg.data.prepare import TEST_LABELS_DIR, TEST_SPLIT
 from vesselseg.errors import DataError
 from vesselseg.predictions import PredictionSet
 from vesselseg.stages.test_labels import label_store
-from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
-
-# Small dataset-level files every reader needs.
-DATASET_META = ("index.parquet", "stats.json", "fingerprint.json")
+from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
 
 
 def fetch_dataset(
@@ -32,16 +28,7 @@ def fetch_dataset(
     """
     if TEST_SPLIT in truth_splits and test_labels is None:
         raise DataError(f"the {TEST_SPLIT} split's ground truth is its own artifact: give the test_labels input")
-    manifest = read_manifest(store, ref)
-    fetch_dir(store, ref, local, only=[p for p in DATASET_META if any(f.path == p for f in manifest.files)])
-    index = pd.read_parquet(local / "index.parquet")
-    wanted: list[str] = []
-    for split in splits:
-        rows = index[index["split"] == split]
-        wanted += list(rows["image"]) + list(rows["fov"])
-        if split in truth_splits and split != TEST_SPLIT:
-            wanted += list(rows["mask"])
-    fetch_dir(store, ref, local, only=sorted(set(wanted)))
+    fetch_splits(store, ref, local, splits, truth_splits)
     if test_labels is not None:
         fetch_dir(label_store(store), test_labels, local / TEST_LABELS_DIR)
     return PreparedDataset(local)

@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 
 from vesselseg.data import PreparedDataset
+from vesselseg.data.fetch import fetch_splits
 from vesselseg.model import apply_training_recipe
-from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
 from vesselseg.train import checkpoint as ckpt
 from vesselseg.train.base_model import config_digest, fetch_base_model, load_base_model
@@ -132,9 +132,7 @@ class Trainer:
         if self.local_rank == 0:
             shutil.rmtree(self.workdir, ignore_errors=True)
             splits = [self.config.val_split] if self.config.val_every else []
-            fetch_dataset(
-                self.store, self.job.dataset, self.workdir / "dataset", ["train", *splits], ["train", *splits]
-            )
+            fetch_splits(self.store, self.job.dataset, self.workdir / "dataset", ["train", *splits], ["train", *splits])
             fetch_dir(
                 self.store,
                 self.job.dataset,
