@@ -217,12 +217,12 @@ def test_config_differences_name_the_changed_fields() -> None:
 def test_kfp_component_compiles(tmp_path) -> None:
     from kfp import compiler
 
-    from components.finetune import finetune
+    from components import component
 
     path = tmp_path / "finetune.yaml"
-    compiler.Compiler().compile(finetune, str(path))
+    compiler.Compiler().compile(component("finetune"), str(path))
     text = path.read_text()
-    assert "run_finetune" in text and "system.Model" in text and "system.Metrics" in text
+    assert "run_stage('finetune'" in text and "system.Model" in text and "system.Metrics" in text
 
 
 def test_gpu_workers_get_growable_allocator_segments_unless_the_user_chose(monkeypatch) -> None:

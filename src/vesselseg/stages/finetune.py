@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.model import Sa2VAConfig
+from vesselseg.stages.contract import Emitted, Input, Metrics, Output, Pointer, Stage
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
@@ -148,3 +149,34 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         (launch / "job.json").write_text(job.model_dump_json(indent=2))
         run_workers(launch / "job.json", launch / "result.json", job.world_size, torch.cuda.is_available())
         return Result.model_validate_json((launch / "result.json").read_text())
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    summary = result.summary
+    values = {
+        "final_loss": summary.final_loss,
+        "best_val_dice": summary.best_val_dice,
+        "last_val_dice": summary.last_val_dice,
+        "train_s": summary.train_s,
+        "samples_per_s": summary.mean_samples_per_s,
+    }
+    return {
+        "training": Pointer(result.training, {"run_key": summary.run_key, "final_step": summary.final_step}),
+        "metrics": Metrics(values),
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="DeepSpeed fine-tuning (one rank per GPU, or CPU ranks on gloo); resumes a killed run from its "
+    "checkpoints. `training` points at the published training artifact (model/ config + tokenizer, DeepSpeed "
+    "checkpoint/, train_log.jsonl, train_summary.json); `metrics` holds the final numbers. GPUs, /dev/shm and the "
+    "timeout are set on the task by the pipeline's platform settings.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(Input("dataset", "Dataset", "dataset"),),
+    outputs=(Output("training", "Model"), Output("metrics", "Metrics")),
+    gpu=True,
+)
