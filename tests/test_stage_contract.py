@@ -11,7 +11,9 @@ from vesselseg.stages import CONTRACTS_FILE, STAGES, contracts_data, load_contra
 
 def test_contracts_json_is_what_the_stage_modules_declare() -> None:
     current = json.loads(json.dumps(contracts_data()))
-    assert load_contracts() == current, f"a stage's contract changed: run `python -m vesselseg.stages` ({CONTRACTS_FILE})"
+    assert load_contracts() == current, (
+        f"a stage's contract changed: run `python -m vesselseg.stages` ({CONTRACTS_FILE})"
+    )
 
 
 def test_each_component_has_its_stage_name_and_declared_interface() -> None:
