@@ -82,8 +82,10 @@ def _write(artifact: Any, value: Emitted) -> None:
         return
     if isinstance(value, Metrics):
         for name, number in value.values.items():
-            if number is not None:
-                artifact.log_metric(name, float(number) if value.digits is None else round(float(number), value.digits))
+            if isinstance(number, int) or (number is not None and value.digits is None):
+                artifact.log_metric(name, number)
+            elif number is not None:
+                artifact.log_metric(name, round(float(number), value.digits))
     elif isinstance(value, Classification):
         artifact.log_roc_curve(value.fpr, value.tpr, value.thresholds)
         artifact.log_confusion_matrix(value.labels, value.matrix)

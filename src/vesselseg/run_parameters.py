@@ -34,7 +34,12 @@ def _sections(schema: dict[str, Any], root: dict[str, Any]) -> list[dict[str, An
 
 
 def _check(
-    data: Mapping[str, Any], schema: dict[str, Any], root: dict[str, Any], where: str, stage: str, wired: tuple = ()
+    data: Mapping[str, Any],
+    schema: dict[str, Any],
+    root: dict[str, Any],
+    where: str,
+    stage: str,
+    wired: tuple[str, ...] = (),
 ) -> None:
     sections = _sections(schema, root)
     if not sections and _resolve(schema, root):
@@ -61,7 +66,8 @@ def check_overrides(parameter: str, overrides: Any, contracts: dict[str, Any] | 
     """Refuses `<stage>_overrides` that name a key its stage's config lacks (at any depth), set an operator opt-in,
     or replace an input the pipeline wires; the error names the key, the stage and the valid keys."""
     contracts = contracts if contracts is not None else load_contracts()
-    by_parameter = {c["overrides_parameter"]: name for name, c in contracts.items()}
+    # The stages a pipeline task runs (a stage without outputs, like import-official, is run from the CLI only).
+    by_parameter = {c["overrides_parameter"]: name for name, c in contracts.items() if c["outputs"]}
     if parameter not in by_parameter:
         raise ConfigError(
             f"{parameter}: no stage takes these overrides; stage overrides: {', '.join(sorted(by_parameter))}"

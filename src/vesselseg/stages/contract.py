@@ -59,9 +59,9 @@ class Pointer(NamedTuple):
 
 
 class Metrics(NamedTuple):
-    """Scalars for a KFP Metrics output, rounded to `digits` (None: as they are); None values are left out."""
+    """Scalars for a KFP Metrics output, floats rounded to `digits` (None: as they are); None values are left out."""
 
-    values: dict[str, float | None]
+    values: dict[str, float | int | None]
     digits: int | None = 6
 
 
