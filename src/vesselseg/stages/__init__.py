@@ -44,6 +44,23 @@ def stage_contract(name: str) -> Stage:
 
 
 CONTRACTS_FILE = Path(__file__).with_name("contracts.json")
+# What the check of run parameters reads of a config's JSON schema: its shape. Descriptions, defaults and bounds
+# are left out, so editing them does not make contracts.json stale (the task validates them with pydantic).
+SHAPE = {"type", "properties", "additionalProperties", "$ref", "$defs", "anyOf", "oneOf", "allOf", "items"}
+
+
+def _shape(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_shape(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    shaped = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs"):  # keyed by field and model names
+            shaped[key] = {name: _shape(sub) for name, sub in value.items()}
+        elif key in SHAPE:
+            shaped[key] = _shape(value)
+    return shaped
 
 
 def contracts_data() -> dict[str, Any]:
@@ -60,7 +77,7 @@ def contracts_data() -> dict[str, Any]:
             "parameters": [asdict(p) | {"type": p.type.__name__} for p in contract.parameters],
             "outputs": [asdict(o) for o in contract.outputs],
             "wired": list(contract.wired),
-            "config_schema": contract.config.model_json_schema(),
+            "config_schema": _shape(contract.config.model_json_schema()),
         }
     return data
 
