@@ -1,23 +1,24 @@
-"""The vesselseg pipeline: wiring only. Stages live in `components/`, logic in `src/vesselseg`."""
+"""The vesselseg pipeline: wiring only. Each task is a stage's component (components/, made from the stage's
+contract in src/vesselseg/stages); the logic lives in src/vesselseg."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import dsl
 
-from components.baseline import baseline
-from components.convert import convert
-from components.data_prep import data_prep
-from components.evaluate import evaluate
-from components.finetune import finetune
-from components.infer import infer
-from components.promote import promote
-from components.visualize import visualize
+from components import component
 from vesselseg.cluster.platform import apply_platform
 
 
 class Outputs(NamedTuple):
     summary: dsl.Artifact
     html: dsl.HTML
+
+
+def stage(name: str, **arguments: Any) -> dsl.PipelineTask:
+    """A stage's task: its component, named as the stage, with the platform's settings for that stage."""
+    task = component(name)(**arguments).set_display_name(name)
+    apply_platform(task, name)
+    return task
 
 
 @dsl.pipeline(
@@ -37,49 +38,35 @@ def vesselseg_pipeline(
     visualize_overrides: dict = {},
     promote_overrides: dict = {},
 ) -> Outputs:
-    prep = data_prep(source=dataset_source, seed=seed, overrides=data_prep_overrides).set_display_name("data-prep")
-    apply_platform(prep, "data-prep")
+    prep = stage("data-prep", source=dataset_source, seed=seed, overrides=data_prep_overrides)
     dataset = prep.outputs["dataset"]
     # The test split's ground truth: given to the tasks that score and draw, and to no other.
     test_labels = prep.outputs["test_labels"]
 
-    trained = finetune(dataset=dataset, overrides=finetune_overrides).set_display_name("finetune")
-    apply_platform(trained, "finetune")
-    converted = convert(
-        training=trained.outputs["training"], dataset=dataset, overrides=convert_overrides
-    ).set_display_name("convert")
-    apply_platform(converted, "convert")
-    predicted = infer(model=converted.outputs["model"], dataset=dataset, overrides=infer_overrides)
-    predicted.set_display_name("infer")
-    apply_platform(predicted, "infer")
-
-    frangi = baseline(dataset=dataset, overrides=baseline_overrides).set_display_name("baseline")
-    apply_platform(frangi, "baseline")
-
-    scored = evaluate(
+    trained = stage("finetune", dataset=dataset, overrides=finetune_overrides)
+    converted = stage("convert", training=trained.outputs["training"], dataset=dataset, overrides=convert_overrides)
+    predicted = stage("infer", model=converted.outputs["model"], dataset=dataset, overrides=infer_overrides)
+    frangi = stage("baseline", dataset=dataset, overrides=baseline_overrides)
+    predictions = {
+        "model_predictions": predicted.outputs["predictions"],
+        "baseline_predictions": frangi.outputs["predictions"],
+    }
+    scored = stage("evaluate", dataset=dataset, test_labels=test_labels, **predictions, overrides=evaluate_overrides)
+    drawn = stage(
+        "visualize",
         dataset=dataset,
         test_labels=test_labels,
-        model_predictions=predicted.outputs["predictions"],
-        baseline_predictions=frangi.outputs["predictions"],
-        overrides=evaluate_overrides,
-    ).set_display_name("evaluate")
-    apply_platform(scored, "evaluate")
-    drawn = visualize(
-        dataset=dataset,
-        test_labels=test_labels,
-        model_predictions=predicted.outputs["predictions"],
-        baseline_predictions=frangi.outputs["predictions"],
+        **predictions,
         evaluation=scored.outputs["evaluation"],
         training=trained.outputs["training"],
         overrides=visualize_overrides,
-    ).set_display_name("visualize")
-    apply_platform(drawn, "visualize")
-    gate = promote(
-        summary=scored.outputs["summary"],
+    )
+    stage(
+        "promote",
+        evaluation=scored.outputs["evaluation"],
         dataset=dataset,
         model=converted.outputs["model"],
         predictor="model",
         overrides=promote_overrides,
-    ).set_display_name("promote")
-    apply_platform(gate, "promote")
+    )
     return Outputs(summary=scored.outputs["summary"], html=drawn.outputs["html"])

@@ -1,4 +1,4 @@
-"""The infer stage as KFP components: the whole prediction set, or one slice of it for a fan-out.
+"""The infer stage's fan-out: one slice of the prediction set per task (the whole set is `component("infer")`).
 
 GPUs are a task setting, not a component one: the pipeline calls `with_gpus(task, n)`. For more images than one
 node should take, `infer_shard` runs under `dsl.ParallelFor` over shard indices (each on its own GPU node), all
@@ -9,19 +9,6 @@ done and only assembles and publishes the prediction set.
 from kfp import dsl
 
 from components.images import GPU_IMAGE
-
-
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def infer(
-    model: dsl.Input[dsl.Artifact],
-    dataset: dsl.Input[dsl.Dataset],
-    overrides: dict,
-    predictions: dsl.Output[dsl.Artifact],
-):
-    """Probability maps of the val and test images (never their ground truth); strategy and batch in overrides.infer."""
-    from vesselseg.kfp_glue import run_infer
-
-    run_infer(model, dataset, overrides, predictions)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from vesselseg.cluster.champion import ChampionError, ChampionRecord, Decision, PromoteConfig, promote, run_promote
+from vesselseg.kfp_glue import run_stage
+from vesselseg.promote import ChampionError, ChampionRecord, Decision, PromoteConfig, promote
 from vesselseg.stages import data_prep
-from vesselseg.storage import InputRef, ObjectStore, StoreSettings
+from vesselseg.storage import InputRef, ObjectStore, StoreSettings, publish_dir
 
 MODEL_A = InputRef(uri="s3://mlpipeline/tests/models/a/", manifest_sha256="a" * 64)
 MODEL_B = InputRef(uri="s3://mlpipeline/tests/models/b/", manifest_sha256="b" * 64)
@@ -144,15 +145,18 @@ def test_component_body_reads_the_dataset_fingerprint_from_the_store(
         ),
         store,
     )
-    files = {name: tmp_path / name for name in ("summary", "dataset", "model", "decision", "metrics")}
-    files["summary"].write_bytes(summary(0.8, (0.77, 0.83), predictor="frangi"))
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "summary.json").write_bytes(summary(0.8, (0.77, 0.83), predictor="frangi"))
+    evaluation, _ = publish_dir(
+        store, tmp_path / "evaluation", f"{prefix}/evaluation", kind="evaluation", stage="evaluate", config={}
+    )
+    files = {name: tmp_path / name for name in ("evaluation.json", "dataset", "model", "decision", "metrics")}
+    files["evaluation.json"].write_text(evaluation.model_dump_json())
     files["dataset"].write_text(prep.dataset.model_dump_json())
     files["model"].write_text(MODEL_A.model_dump_json())
-    arts = {name: KfpArtifactStub(str(path)) for name, path in files.items()}
+    arts = {name.removesuffix(".json"): KfpArtifactStub(str(path)) for name, path in files.items()}
     overrides = {"key": f"{prefix}/champion.json", "history_prefix": f"{prefix}/history"}
-    decision = run_promote(
-        arts["summary"], arts["dataset"], arts["model"], "frangi", overrides, arts["decision"], arts["metrics"]
-    )
+    decision = run_stage("promote", {**arts, "predictor": "frangi", "overrides": overrides})
     assert decision.promoted and decision.dataset_fingerprint == prep.summary.fingerprint
     assert json.loads(files["decision"].read_text())["record"]["dataset_fingerprint"] == prep.summary.fingerprint
     assert arts["metrics"].metadata == {"promote.promoted": 1, "promote.candidate_dice": 0.8}

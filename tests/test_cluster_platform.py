@@ -146,13 +146,12 @@ def test_a_task_without_apply_platform_is_refused(tmp_path: Path, monkeypatch: p
     pipeline = tmp_path / "pipeline.py"
     pipeline.write_text(
         "from kfp import dsl\n"
-        "from components.data_prep import data_prep\n"
-        "from components.baseline import baseline\n"
+        "from components import component\n"
         "from vesselseg.cluster.platform import apply_platform\n\n"
         "@dsl.pipeline(name='vesselseg')\n"
         "def vesselseg_pipeline(seed: int = 0):\n"
-        "    prep = apply_platform(data_prep(source='synthetic', seed=seed, overrides={}), 'data-prep')\n"
-        "    baseline(dataset=prep.outputs['dataset'], overrides={})\n"
+        "    prep = apply_platform(component('data-prep')(source='synthetic', seed=seed, overrides={}), 'data-prep')\n"
+        "    component('baseline')(dataset=prep.outputs['dataset'], overrides={})\n"
     )
     with pytest.raises(ClusterConfigError, match=r"exec-baseline has no cluster wiring.*apply_platform"):
         compile_for_cluster(pipeline, tmp_path / "p.yaml", cluster())

@@ -15,12 +15,12 @@ from pydantic import BaseModel, ValidationError
 
 import vesselseg
 from vesselseg.baselines.frangi import FrangiConfig
-from vesselseg.cluster.champion import PromoteConfig
 from vesselseg.cluster.client import KfpTarget, Schedule
 from vesselseg.cluster.platform import ClusterConfig
 from vesselseg.config import ConfigModel
 from vesselseg.data.synthetic import SyntheticConfig
 from vesselseg.infer.config import MemoryConfig
+from vesselseg.promote import PromoteConfig
 from vesselseg.stages import STAGES, stage_module
 from vesselseg.storage.object_store import FileEntry
 from vesselseg.storage.settings import StoreSettings

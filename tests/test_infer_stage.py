@@ -210,10 +210,10 @@ def test_bad_model_inputs_fail_clearly(published, store, prefix, tmp_path) -> No
 def test_kfp_components_compile(tmp_path) -> None:
     from kfp import compiler
 
-    from components.infer import infer as infer_component
+    from components import component as stage_component
     from components.infer import infer_shard
 
-    for component in (infer_component, infer_shard):
+    for component, call in ((stage_component("infer"), "run_stage('infer'"), (infer_shard, "run_infer_shard")):
         path = tmp_path / f"{component.name}.yaml"
         compiler.Compiler().compile(component, str(path))
-        assert "run_infer" in path.read_text()
+        assert call in path.read_text()

@@ -14,6 +14,7 @@ from vesselseg.cli import main
 from vesselseg.cluster.commands import _params
 from vesselseg.cluster.platform import compile_for_cluster
 from vesselseg.opt_ins import OptInError, operator_opt_ins
+from vesselseg.stages import stage_contract
 from vesselseg.storage import InputRef
 
 NOWHERE = InputRef(uri="s3://mlpipeline/tests/no-such-artifact/", manifest_sha256="0" * 64)
@@ -43,36 +44,41 @@ def test_infer_overrides_cannot_turn_on_remote_code(tmp_path: Path, overrides: d
     """The infer task refuses before it reads the store (the refs point nowhere: reaching the store would fail
     differently)."""
     with pytest.raises(OptInError, match=r"infer_overrides\.infer\.trust_remote_code: .*operator opt-in"):
-        kfp_glue.run_infer(
-            artifact(tmp_path, "model", NOWHERE), artifact(tmp_path, "dataset", NOWHERE), overrides,
-            artifact(tmp_path, "predictions"),
-        )  # fmt: skip
+        kfp_glue.run_stage("infer", {
+            "model": artifact(tmp_path, "model", NOWHERE), "dataset": artifact(tmp_path, "dataset", NOWHERE),
+            "overrides": overrides, "predictions": artifact(tmp_path, "predictions"),
+        })  # fmt: skip
 
 
 def test_convert_overrides_cannot_turn_on_pickle(tmp_path: Path) -> None:
     with pytest.raises(OptInError, match=r"convert_overrides\.trust_pickle: .*VESSELSEG_TRUST_PICKLE"):
-        kfp_glue.run_convert(
-            artifact(tmp_path, "training", NOWHERE), artifact(tmp_path, "dataset", NOWHERE), {"trust_pickle": True},
-            artifact(tmp_path, "model"), artifact(tmp_path, "parity"),
-        )  # fmt: skip
+        kfp_glue.run_stage("convert", {
+            "training": artifact(tmp_path, "training", NOWHERE), "dataset": artifact(tmp_path, "dataset", NOWHERE),
+            "overrides": {"trust_pickle": True}, "model": artifact(tmp_path, "model"),
+            "parity": artifact(tmp_path, "parity"),
+        })  # fmt: skip
 
 
 def test_a_run_parameter_cannot_replace_a_wired_model(tmp_path: Path) -> None:
     with pytest.raises(OptInError, match=r"infer_overrides\.model: the pipeline wires 'model'"):
-        kfp_glue.run_infer(
-            artifact(tmp_path, "model", NOWHERE), artifact(tmp_path, "dataset", NOWHERE),
-            {"model": "s3://mlpipeline/someone/else/"}, artifact(tmp_path, "predictions"),
-        )  # fmt: skip
+        kfp_glue.run_stage("infer", {
+            "model": artifact(tmp_path, "model", NOWHERE), "dataset": artifact(tmp_path, "dataset", NOWHERE),
+            "overrides": {"model": "s3://mlpipeline/someone/else/"}, "predictions": artifact(tmp_path, "predictions"),
+        })  # fmt: skip
 
 
-def test_the_operator_environment_sets_the_opt_in_and_nothing_else_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    wired = {"model": NOWHERE.model_dump(), "dataset": NOWHERE.model_dump()}
-    data = kfp_glue.stage_data("infer", wired, {"infer": {"backend": "remote_code"}}, ("model", "dataset"))
+def test_the_operator_environment_sets_the_opt_in_and_nothing_else_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    infer, convert = stage_contract("infer"), stage_contract("convert")
+    wired = {"model": artifact(tmp_path, "model", NOWHERE), "dataset": artifact(tmp_path, "dataset", NOWHERE)}
+    data = kfp_glue.stage_data(infer, wired | {"overrides": {"infer": {"backend": "remote_code"}}})
     assert data["infer"] == {"backend": "remote_code", "trust_remote_code": False}
     monkeypatch.setenv("VESSELSEG_TRUST_REMOTE_CODE", "true")
-    data = kfp_glue.stage_data("infer", wired, {"infer": {"backend": "remote_code"}}, ("model", "dataset"))
+    data = kfp_glue.stage_data(infer, wired | {"overrides": {"infer": {"backend": "remote_code"}}})
     assert data["infer"]["trust_remote_code"] is True
-    assert kfp_glue.stage_data("convert", {}, {})["trust_pickle"] is False
+    training = {"training": artifact(tmp_path, "training", NOWHERE), "dataset": wired["dataset"]}
+    assert kfp_glue.stage_data(convert, training | {"overrides": {}})["trust_pickle"] is False
     monkeypatch.setenv("VESSELSEG_TRUST_PICKLE", "maybe")
     with pytest.raises(ValueError, match="VESSELSEG_TRUST_PICKLE='maybe'"):
         operator_opt_ins()

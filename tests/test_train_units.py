@@ -8,7 +8,6 @@ import torch
 from pydantic import ValidationError
 
 from vesselseg.model import Sa2VAModel, apply_training_recipe, build_tokenizer, preset_config, prompts
-from vesselseg.model.official import OfficialImportError
 from vesselseg.train import AugmentConfig, FinetuneConfig, TrainingError
 from vesselseg.train.base_model import (
     config_differences,
@@ -191,7 +190,8 @@ def test_sam2_geometry_sets_the_mask_resolution(geometry: dict, logits: int) -> 
 
 
 def test_base_model_specs_that_cannot_work_are_refused(store) -> None:
-    with pytest.raises(OfficialImportError, match="Sa2VA-4B: no config.json"):
+    # The library only looks the import up; importing is the finetune stage's work (tests/test_train_stage.py).
+    with pytest.raises(TrainingError, match="official:Sa2VA-4B has no native import.*finetune stage imports it"):
         load_base_model("official:Sa2VA-4B", store=store)
     with pytest.raises(TrainingError, match="must be preset:<name>, an s3:// model folder"):
         load_base_model("/models/sa2va")
@@ -217,12 +217,12 @@ def test_config_differences_name_the_changed_fields() -> None:
 def test_kfp_component_compiles(tmp_path) -> None:
     from kfp import compiler
 
-    from components.finetune import finetune
+    from components import component
 
     path = tmp_path / "finetune.yaml"
-    compiler.Compiler().compile(finetune, str(path))
+    compiler.Compiler().compile(component("finetune"), str(path))
     text = path.read_text()
-    assert "run_finetune" in text and "system.Model" in text and "system.Metrics" in text
+    assert "run_stage('finetune'" in text and "system.Model" in text and "system.Metrics" in text
 
 
 def test_gpu_workers_get_growable_allocator_segments_unless_the_user_chose(monkeypatch) -> None:

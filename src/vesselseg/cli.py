@@ -12,7 +12,7 @@ from pathlib import Path
 from vesselseg.cluster.commands import add_cluster_commands
 from vesselseg.config import load_config
 from vesselseg.errors import VesselsegError
-from vesselseg.stages import STAGES, stage_module
+from vesselseg.stages import STAGES, stage_contract
 
 
 def _store(args: argparse.Namespace) -> int:
@@ -31,9 +31,9 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    module = stage_module(args.command)
-    config = load_config(module.Config, args.config, args.set)
-    result = module.run(config)
+    stage = stage_contract(args.command)
+    config = load_config(stage.config, args.config, args.set)
+    result = stage.run(config)
     text = result.model_dump_json(indent=2)
     if args.result:
         Path(args.result).write_text(text)

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vesselseg.config import ConfigError, apply_overrides
-from vesselseg.evaluation.evaluate import EvaluationSummary
-from vesselseg.evaluation.table import format_table
-from vesselseg.opt_ins import ENV, refuse_in_parameters
+from vesselseg.opt_ins import ENV
+from vesselseg.run_parameters import SUFFIX, check_run_parameters
 from vesselseg.storage import server
 from vesselseg.storage.settings import StoreSettings, work_dir
 
@@ -47,7 +46,11 @@ def load_pipeline(pipeline_file: Path) -> Callable[..., Any]:
     spec.loader.exec_module(module)
     if not hasattr(module, "vesselseg_pipeline"):
         raise ConfigError(f"{pipeline_file} defines no `vesselseg_pipeline`")
-    return module.vesselseg_pipeline
+    pipeline = module.vesselseg_pipeline
+    # The defaults a compiled pipeline carries are run parameters like any other.
+    inputs = pipeline.component_spec.inputs or {}
+    check_run_parameters({name: spec.default or {} for name, spec in inputs.items() if name.endswith(SUFFIX)})
+    return pipeline
 
 
 def compile_pipeline(pipeline_file: Path, out: Path) -> Path:
@@ -71,13 +74,10 @@ def source_fingerprint(pipeline_file: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _parameters(pipeline: Any, overrides: list[str]) -> dict[str, Any]:
-    params = apply_overrides({}, overrides)
+def _parameters(pipeline: Any, params: dict[str, Any]) -> dict[str, Any]:
     known = set(pipeline.component_spec.inputs or {})
     if unknown := sorted(set(params) - known):
         raise ConfigError(f"pipeline has no parameter {unknown[0]!r}; parameters: {', '.join(sorted(known))}")
-    for name, value in params.items():
-        refuse_in_parameters(name, value)
     return params
 
 
@@ -106,6 +106,9 @@ def run_local(
 ) -> dict[str, Any]:
     """Run the DAG; returns the run record also written to <out_dir>/latest/run.json. With `runner="docker"` the
     record names the image of each task's container; `image_cpu`/`image_gpu` override build/images.env."""
+    # Before the store, the images or the pipeline are touched: a typo fails now, not after fine-tuning.
+    params = apply_overrides({}, overrides)
+    check_run_parameters(params)
     from kfp import local
 
     from vesselseg import container_runner
@@ -120,7 +123,7 @@ def run_local(
     image_env = {"VESSELSEG_IMAGE_CPU": images.cpu.id, "VESSELSEG_IMAGE_GPU": images.gpu.id} if images else {}
     with _environ(image_env):
         pipeline = load_pipeline(pipeline_file)
-    params = _parameters(pipeline, overrides)
+    params = _parameters(pipeline, params)
     pipeline_root = work_dir() / ("kfp-docker" if images else "kfp")
     if images:
         pipeline_root.mkdir(parents=True, exist_ok=True)
@@ -163,6 +166,9 @@ def run_local(
                 f"{err}: the failed task's container log is above; run record {run_dir / 'run.json'}"
             ) from None
     elapsed = time.perf_counter() - started
+    from vesselseg.evaluation.evaluate import EvaluationSummary
+    from vesselseg.evaluation.table import format_table
+
     summary = EvaluationSummary.model_validate_json(Path(task.outputs["summary"].path).read_text())
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
     report = run_dir / "report.html"

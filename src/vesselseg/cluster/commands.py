@@ -14,17 +14,17 @@ from typing import Any
 
 from vesselseg.cluster.client import KfpError, KfpSession, KfpTarget, Schedule, version_name
 from vesselseg.config import apply_overrides
-from vesselseg.opt_ins import refuse_in_parameters
+from vesselseg.run_parameters import check_run_parameters
 
 DEFAULT_PIPELINE = "vesselseg"
 DEFAULT_EXPERIMENT = "vesselseg"
 
 
 def _params(overrides: list[str]) -> dict[str, Any]:
-    """`--set seed=3 --set data_prep_overrides.data.synthetic.count=8` → nested pipeline parameters."""
+    """`--set seed=3 --set data_prep_overrides.data.synthetic.count=8` → nested pipeline parameters, each stage's
+    overrides checked against its config before the server is asked anything."""
     params = apply_overrides({}, overrides)
-    for name, value in params.items():
-        refuse_in_parameters(name, value)
+    check_run_parameters(params)
     return params
 
 
@@ -51,12 +51,13 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    params = _params(args.set)
     session = _session(args)
     run_name = args.run_name or f"{args.name} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"
     run_id = session.submit(
         args.experiment,
         run_name,
-        _params(args.set),
+        params,
         pipeline_name=None if args.package else args.name,
         version_id=args.version_id,
         package=args.package,
@@ -73,6 +74,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    params = _params(args.set)
     try:
         schedule = Schedule(name=args.schedule_name, cron=args.cron)
     except ValueError as err:
@@ -81,7 +83,7 @@ def _schedule(args: argparse.Namespace) -> int:
         schedule,
         args.experiment,
         args.name,
-        _params(args.set),
+        params,
         version_id=args.version_id,
         replace=args.replace,
         service_account=args.service_account,

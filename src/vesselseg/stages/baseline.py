@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vesselseg.baselines import FrangiConfig, frangi_predictions
 from vesselseg.config import ConfigModel
 from vesselseg.predictions import PredictorInfo
+from vesselseg.stages.contract import Emitted, Input, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, publish_dir, resolve
@@ -58,3 +59,21 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             summary={"predictor": info.name, "threshold": info.threshold, "read_files": info.read_files},
         )
     return Result(predictions=ref, info=info)
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    return {
+        "predictions": Pointer(result.predictions, {"predictor": result.info.name, "threshold": result.info.threshold})
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="Frangi vesselness on the validation and test images; threshold chosen on validation only.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(Input("dataset", "Dataset", "dataset"),),
+    outputs=(Output("predictions", "Artifact"),),
+)

@@ -29,6 +29,7 @@ from vesselseg.convert import (
     verify_parity,
 )
 from vesselseg.convert.zero import LATEST, choose_tag
+from vesselseg.stages.contract import Emitted, Input, Metrics, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import (
@@ -228,3 +229,30 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         )
     log.info("model published at %s (parity %s)", ref.uri, "passed" if report.passed else "FAILED")
     return Result(model=ref, parity=report, summary=summary)
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    errors = {
+        f"{name}.{what}": getattr(output, what)
+        for name, output in result.parity.outputs.items()
+        for what in ("max_abs_error", "max_rel_error", "tolerance")
+    }
+    return {
+        "model": Pointer(result.model, {"dtype": result.summary["dtype"], "parity_passed": result.parity.passed}),
+        # Unrounded: a parity error of 1e-9 is the point, not 0.
+        "parity": Metrics(errors, digits=None),
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="DeepSpeed checkpoint → Hugging Face folder (safetensors shards), published only if parity with "
+    "the training-time model holds on the validation probe; `model` points at the folder, `parity` holds the errors "
+    "per output.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(Input("training", "Artifact", "training"), Input("dataset", "Dataset", "dataset")),
+    outputs=(Output("model", "Model"), Output("parity", "Metrics")),
+)

@@ -7,6 +7,7 @@ score and draw are given the second.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vesselseg.config import ConfigModel
 from vesselseg.data import DataPrepConfig, DatasetSummary, prepare_dataset
 from vesselseg.data.prepare import TEST_LABELS_DIR
+from vesselseg.stages.contract import Emitted, Output, Parameter, Pointer, Stage
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.stages.test_labels import label_store
 from vesselseg.storage import InputRef, ObjectStore, publish_dir
@@ -83,3 +85,28 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         )
     log.info("dataset published at %s, its test labels at %s", ref.uri, labels_ref.uri)
     return Result(dataset=ref, test_labels=labels_ref, summary=summary)
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    fingerprint = result.summary.fingerprint
+    splits = json.dumps({name: stats.n_images for name, stats in result.summary.splits.items()})
+    return {
+        "dataset": Pointer(result.dataset, {"fingerprint": fingerprint, "splits": splits}),
+        "test_labels": Pointer(result.test_labels, {"fingerprint": fingerprint, "split": "test"}),
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="Read the dataset at `source` (or generate `synthetic`), split it, publish it to the object store; "
+    "the test split's ground truth goes to `test_labels`, its own artifact, for the scoring tasks only.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    parameters=(
+        Parameter("source", str, ("data.source",)),
+        Parameter("seed", int, ("data.synthetic.seed", "data.split.seed")),
+    ),
+    outputs=(Output("dataset", "Dataset"), Output("test_labels", "Dataset")),
+)

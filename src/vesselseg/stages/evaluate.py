@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.evaluation import EvaluateConfig, EvaluationSummary, evaluate
+from vesselseg.stages.contract import Classification, Emitted, File, Input, Metrics, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, publish_dir, resolve
@@ -68,3 +70,54 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             },
         )
     return Result(evaluation=ref, summary=summary)
+
+
+def _roc(store: ObjectStore, evaluation: InputRef, predictor: str) -> Classification:
+    prefix = store.key_of(evaluation.uri)
+    curves = json.loads(store.get_bytes(prefix + "curves.json"))[predictor]["roc"]
+    micro = json.loads(store.get_bytes(prefix + "aggregate.json"))["aggregates"][predictor]["selected"]["micro"]
+    return Classification(
+        fpr=curves["fpr"],
+        tpr=curves["tpr"],
+        # The first point's threshold (256/255) stands for "nothing positive"; KFP wants thresholds in [0, 1].
+        thresholds=[min(t, 1.0) for t in curves["thresholds"]],
+        labels=["background", "vessel"],
+        matrix=[[micro["tn"], micro["fp"]], [micro["fn"], micro["tp"]]],
+        metadata={"predictor": predictor},
+    )
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    """KFP's Metrics get the scalars per predictor, ClassificationMetrics the primary predictor's ROC and confusion."""
+    summary = result.summary
+    values = {f"{predictor}.{name}": value for predictor, metrics in summary.metrics.items()
+              for name, value in metrics.items()}  # fmt: skip
+    return {
+        "evaluation": Pointer(result.evaluation),
+        "summary": File(summary.model_dump_json(indent=2).encode()),
+        "metrics": Metrics(values),
+        "roc": _roc(store, result.evaluation, next(iter(summary.thresholds))),
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="Score the model and the baseline on the test split beside all-background/all-foreground, with "
+    "honesty checks.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(
+        Input("dataset", "Dataset", "dataset"),
+        Input("test_labels", "Dataset", "test_labels"),
+        Input("model_predictions", "Artifact", "predictions", many=True),
+        Input("baseline_predictions", "Artifact", "predictions", many=True),
+    ),
+    outputs=(
+        Output("evaluation", "Artifact"),
+        Output("summary", "Artifact"),
+        Output("metrics", "Metrics"),
+        Output("roc", "ClassificationMetrics"),
+    ),
+)

@@ -15,14 +15,17 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 
 from vesselseg.config import ConfigModel
+from vesselseg.errors import StorageError
 from vesselseg.model import Sa2VAConfig
+from vesselseg.stages import import_official
+from vesselseg.stages.contract import Emitted, Input, Metrics, Output, Pointer, Stage
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
 from vesselseg.storage.settings import work_dir
 from vesselseg.train import FinetuneConfig, TrainingError
 from vesselseg.train import checkpoint as ckpt
-from vesselseg.train.base_model import base_model_ref, config_digest, model_config
+from vesselseg.train.base_model import OFFICIAL, base_model_ref, config_digest, model_config, official_artifact_uri
 from vesselseg.train.job import TrainJob, TrainResult
 from vesselseg.train.launch import launched_rank, launched_world_size, run_workers
 from vesselseg.train.workdir import LAUNCH_SUFFIX, claimed, new_workdir, remove_abandoned
@@ -67,6 +70,17 @@ def _check_resume(store: ObjectStore, uri: str, model: Sa2VAConfig, ranks: int, 
     ckpt.check_compatible(ckpt.read_state(folder), uri, model, folder / ckpt.MODEL_DIR, ranks, zero_stage)
 
 
+def _import_official_once(src: str, store: ObjectStore) -> None:
+    """An official Sa2VA folder becomes a native model artifact the first time a run names it; later runs reuse it."""
+    out = official_artifact_uri(src, store)
+    try:
+        resolve(store, out)
+        return
+    except StorageError:
+        log.info("importing official weights from %s into %s", src, out)
+    import_official.run(import_official.Config(src=src, out=out), store)
+
+
 def _ranks(training: FinetuneConfig, on_gpu: bool) -> int:
     if launched_rank():
         return launched_world_size()
@@ -97,6 +111,8 @@ def prepare(config: Config, store: ObjectStore) -> TrainJob:
     training.gradient_accumulation(ranks)
     with scratch_dir(NAME) as scratch:
         _check_dataset(store, dataset, training, scratch / "dataset")
+        if training.base_model.startswith(OFFICIAL):
+            _import_official_once(training.base_model.removeprefix(OFFICIAL), store)
         base = base_model_ref(training.base_model, store)
         model = model_config(training.base_model, training.model_overrides, training.sam2, store, scratch / "base")
         if training.resume.startswith("s3://"):
@@ -148,3 +164,34 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         (launch / "job.json").write_text(job.model_dump_json(indent=2))
         run_workers(launch / "job.json", launch / "result.json", job.world_size, torch.cuda.is_available())
         return Result.model_validate_json((launch / "result.json").read_text())
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    summary = result.summary
+    values = {
+        "final_loss": summary.final_loss,
+        "best_val_dice": summary.best_val_dice,
+        "last_val_dice": summary.last_val_dice,
+        "train_s": summary.train_s,
+        "samples_per_s": summary.mean_samples_per_s,
+    }
+    return {
+        "training": Pointer(result.training, {"run_key": summary.run_key, "final_step": summary.final_step}),
+        "metrics": Metrics(values),
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="DeepSpeed fine-tuning (one rank per GPU, or CPU ranks on gloo); resumes a killed run from its "
+    "checkpoints. `training` points at the published training artifact (model/ config + tokenizer, DeepSpeed "
+    "checkpoint/, train_log.jsonl, train_summary.json); `metrics` holds the final numbers. GPUs, /dev/shm and the "
+    "timeout are set on the task by the pipeline's platform settings.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(Input("dataset", "Dataset", "dataset"),),
+    outputs=(Output("training", "Model"), Output("metrics", "Metrics")),
+    gpu=True,
+)

@@ -21,6 +21,7 @@ from transformers import Sam2Config
 from vesselseg.config import ConfigModel
 from vesselseg.model.official import REPORT, import_official
 from vesselseg.model.official.load import fetch_source
+from vesselseg.stages.contract import Emitted, Stage
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, publish_dir
 from vesselseg.storage.artifact import MANIFEST, resolve
@@ -103,3 +104,18 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         initialised_tensors=len(report.initialised),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    return {}
+
+
+# Run from the command line (and by finetune for an `official:` base model); no pipeline task runs it.
+STAGE = Stage(
+    name=NAME,
+    description="An official Sa2VA Hugging Face folder → the native model folder and its mapping report.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+)

@@ -31,6 +31,7 @@ from vesselseg.infer.runner import (
 from vesselseg.infer.source import dtype_of
 from vesselseg.model.prompts import segmentation_prompt
 from vesselseg.predictions import PredictorInfo
+from vesselseg.stages.contract import Emitted, Input, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
@@ -221,3 +222,31 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     state.clear()
     log.info("predictions published at %s", ref.uri)
     return Result(predictions=ref, info=info, plan=plan, stats=stats, state=str(state.root), summary=seg)
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    if result.predictions is None or result.info is None:
+        raise InferError("a shard run publishes no prediction set; only the whole run has outputs")
+    metadata = {
+        "predictor": result.info.name,
+        "strategy": result.plan.strategy,
+        "plan": result.plan.describe(),
+        "images_per_s": round(result.stats.images_per_s, 3),
+        "zero_seg_images": result.summary["zero_seg_images"],
+    }
+    return {"predictions": Pointer(result.predictions, metadata)}
+
+
+STAGE = Stage(
+    name=NAME,
+    description="Probability maps of the val and test images (never their ground truth); strategy and batch in "
+    "overrides.infer.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(Input("model", "Artifact", "model"), Input("dataset", "Dataset", "dataset")),
+    outputs=(Output("predictions", "Artifact"),),
+    reserved=("shard",),
+    gpu=True,
+)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vesselseg.config import ConfigModel
 from vesselseg.errors import StorageError
 from vesselseg.report import ReportConfig, build_report
+from vesselseg.stages.contract import Emitted, File, Input, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.stages.test_labels import label_store
@@ -158,3 +159,31 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             summary={"featured": result.featured, "n_images": result.n_images},
         )
     return Result(report=ref, html_key=f"{prefix}/report.html", markdown_key=f"{prefix}/summary.md")
+
+
+def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:
+    """KFP's UI shows `html` and `markdown` inline; `report` points at the whole folder."""
+    return {
+        "report": Pointer(result.report),
+        "html": File(store.get_bytes(result.html_key)),
+        "markdown": File(store.get_bytes(result.markdown_key)),
+    }
+
+
+STAGE = Stage(
+    name=NAME,
+    description="Panels, plots (training curves included) and the self-contained HTML report of the evaluated run.",
+    config=Config,
+    result=Result,
+    run=run,
+    emit=emit,
+    inputs=(
+        Input("dataset", "Dataset", "dataset"),
+        Input("test_labels", "Dataset", "test_labels"),
+        Input("model_predictions", "Artifact", "predictions", many=True),
+        Input("baseline_predictions", "Artifact", "predictions", many=True),
+        Input("evaluation", "Artifact", "evaluation"),
+        Input("training", "Model", "training"),
+    ),
+    outputs=(Output("report", "Artifact"), Output("html", "HTML"), Output("markdown", "Markdown")),
+)

@@ -81,21 +81,24 @@ def base_model_ref(spec: str, store: ObjectStore) -> InputRef | None:
     raise TrainingError(f"base_model {spec!r} must be preset:<name>, an s3:// model folder, or official:<folder>")
 
 
-def _imported_official(src: str, store: ObjectStore) -> InputRef:
-    """Import an official Sa2VA folder once into a native model artifact; later runs reuse it.
+def official_artifact_uri(src: str, store: ObjectStore) -> str:
+    """Where the native import of the official folder `src` lives; the finetune stage imports it there once.
 
     The artifact is named by the source's location: re-import (delete the artifact) after replacing the
     files behind the same path.
     """
-    from vesselseg.stages import import_official
+    return store.uri(f"vesselseg/models/official-{content_key(src)}/")
 
-    out = store.uri(f"vesselseg/models/official-{content_key(src)}/")
+
+def _imported_official(src: str, store: ObjectStore) -> InputRef:
+    out = official_artifact_uri(src, store)
     try:
         return resolve(store, out)
-    except StorageError:
-        log.info("importing official weights from %s into %s", src, out)
-    import_official.run(import_official.Config(src=src, out=out), store)
-    return resolve(store, out)
+    except StorageError as err:
+        raise TrainingError(
+            f"base_model official:{src} has no native import at {out}: the finetune stage imports it first "
+            f"(or `vesselseg import-official --set src={src} --set out={out}`)"
+        ) from err
 
 
 def _artifact_config(spec: str, folder: Path, overrides: dict[str, Any]) -> Sa2VAConfig:

@@ -1,4 +1,5 @@
-"""The promote gate of scheduled retraining: a new model replaces the champion only if it is clearly better.
+"""The promote gate of scheduled retraining: a new model replaces the champion only if it is clearly better
+(the library half of the `promote` stage, vesselseg.stages.promote).
 
 Rule, exactly: the candidate is promoted iff its macro Dice on the test split is strictly greater than the
 upper bound of the champion's 95 % bootstrap CI of macro Dice, both computed by `vesselseg.evaluation` on
@@ -18,17 +19,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
-from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.errors import VesselsegError
 from vesselseg.evaluation.evaluate import EvaluationSummary
-from vesselseg.storage import InputRef, ObjectStore, read_manifest
+from vesselseg.storage import InputRef, ObjectStore
 from vesselseg.storage.artifact import code_version
 from vesselseg.storage.object_store import WriteConflict
 
@@ -195,31 +193,3 @@ def promote(
         previous=champion,
         record=candidate,
     )
-
-
-def run_promote(
-    summary: Any, dataset: Any, model: Any, predictor: str, overrides: dict[str, Any], decision: Any, metrics: Any
-) -> Decision:
-    """Body of the `promote` component: KFP artifacts in, decision JSON + KFP metrics out."""
-    from vesselseg.kfp_glue import deep_merge, read_ref
-
-    store = ObjectStore()
-    dataset_ref = read_ref(dataset)
-    fingerprint = read_manifest(store, dataset_ref).summary.get("fingerprint")
-    if not fingerprint:
-        raise ChampionError(f"dataset manifest at {dataset_ref.uri} records no fingerprint")
-    config = PromoteConfig.model_validate(deep_merge({"predictor": predictor}, overrides))
-    result = promote(store, Path(summary.path).read_bytes(), fingerprint, read_ref(model), config)
-    Path(decision.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(decision.path).write_text(result.model_dump_json(indent=2))
-    decision.metadata.update(
-        {"promoted": result.promoted, "reason": result.reason, "champion_uri": result.champion_uri}
-    )
-    metrics.log_metric("promote.promoted", int(result.promoted))
-    metrics.log_metric("promote.candidate_dice", round(result.candidate_dice, 6))
-    if result.champion_dice_ci_high is not None:
-        metrics.log_metric("promote.champion_dice", round(result.champion_dice or 0.0, 6))
-        metrics.log_metric("promote.champion_dice_ci_high", round(result.champion_dice_ci_high, 6))
-    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))
-    return result

@@ -1,0 +1,82 @@
+"""Layers point one way: library < stages < glue. A module imports only from its own layer or the ones below.
+
+- library: every package and module of `vesselseg` not named below (data, model, train, convert, infer, metrics,
+  evaluation, baselines, report, storage, promote, config, ...): pure functions and classes, no stage, no KFP wiring;
+- stages: `vesselseg.stages`, where config is read, the library called and artifacts fetched and published;
+- glue: what runs stages: `vesselseg.kfp_glue`, `vesselseg.run_parameters`, `vesselseg.cli`, `vesselseg.local_run`,
+  `vesselseg.container_runner`, `vesselseg.cluster`, `components/`, `pipeline.py`.
+
+Every import is read from the source (AST), those inside functions included: a lazy import is still an arrow.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+GLUE = ("vesselseg.kfp_glue", "vesselseg.run_parameters", "vesselseg.cli", "vesselseg.local_run",
+        "vesselseg.container_runner", "vesselseg.cluster", "components", "pipeline")  # fmt: skip
+RANK = {"library": 0, "stages": 1, "glue": 2}
+
+
+def layer(module: str) -> str:
+    if any(module == g or module.startswith(g + ".") for g in GLUE):
+        return "glue"
+    if module == "vesselseg.stages" or module.startswith("vesselseg.stages."):
+        return "stages"
+    return "library"
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for path in sorted((ROOT / "components").glob("*.py")) + [ROOT / "pipeline.py"]:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(module: str, path: Path) -> list[str]:
+    """Every module `module` imports, absolute, with `from a import b` counted as `a.b` (b may be a submodule)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def upward_arrows() -> list[str]:
+    ours = modules()
+    arrows = []
+    for module, path in ours.items():
+        for name in imports(module, path):
+            target = name if name in ours else name.rpartition(".")[0]
+            if target not in ours:
+                continue
+            if RANK[layer(target)] > RANK[layer(module)]:
+                arrows.append(f"{module} ({layer(module)}) imports {name} ({layer(target)})")
+    return arrows
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    assert upward_arrows() == []
+
+
+def test_the_walk_sees_the_arrows_it_must_refuse() -> None:
+    assert layer("vesselseg.train.base_model") == "library" and layer("vesselseg.stages.finetune") == "stages"
+    assert layer("vesselseg.cluster.trainjob") == "glue" and layer("components") == "glue"
+    lazy = ast.parse("def f():\n    from vesselseg.stages import import_official\n")
+    assert any(isinstance(n, ast.ImportFrom) and n.module == "vesselseg.stages" for n in ast.walk(lazy))
+    assert len(modules()) > 100
