@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vesselseg import __version__
 from vesselseg.config import ConfigModel
 from vesselseg.errors import StorageError
+from vesselseg.storage import cache as artifact_cache
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
 from vesselseg.storage.paths import inside, path_problem
 
@@ -234,7 +235,10 @@ def resolve(store: ObjectStore, ref: InputRef | str) -> InputRef:
 def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
     """The manifest of a published artifact; refuses a prefix without one, one that changed since `ref`, or one that
     does not validate (an unsafe file path, say)."""
-    uri, blob = _manifest_blob(store, ref)
+    return _parse_manifest(*_manifest_blob(store, ref))
+
+
+def _parse_manifest(uri: str, blob: bytes) -> Manifest:
     try:
         return Manifest.model_validate_json(blob)
     except ValidationError as err:
@@ -242,22 +246,34 @@ def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
         raise StorageError(f"{uri}{MANIFEST} is not a valid manifest: {problems}") from err
 
 
-def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None) -> Manifest:
-    """Download a published artifact (or the listed files of it) and verify every byte against its manifest."""
-    manifest = read_manifest(store, ref)
-    uri = ref.uri if isinstance(ref, InputRef) else ref
-    prefix = store.key_of(uri.rstrip("/") + "/")
+def fetch_dir(
+    store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None, cache: bool = True
+) -> Manifest:
+    """Put a published artifact's files (or the listed ones) in `local_dir`, each verified against its manifest.
+
+    With `cache` (the default) they come from this machine's artifact cache (`storage.cache`), which downloads only
+    what it lacks; without, straight from the store (for data that must not stay on the machine's shared disk).
+    """
+    uri, blob = _manifest_blob(store, ref)
+    manifest = _parse_manifest(uri, blob)
+    prefix = store.key_of(uri)
+    what = f"{uri}{MANIFEST}"
     wanted = manifest.files if only is None else [manifest.file(p) for p in only]
-    for entry in wanted:
-        target = inside(local_dir, entry.path, f"{uri.rstrip('/')}/{MANIFEST}")
-        if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
-            continue
-        store.download_file(
-            prefix + entry.path,
-            target,
-            expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
-            root=local_dir,
-        )
+    if cache:
+        folder = artifact_cache.fill(store, prefix, hashlib.sha256(blob).hexdigest(), wanted, what)
+        artifact_cache.link_into(folder, wanted, local_dir, what)
+    else:
+        for entry in wanted:
+            target = inside(local_dir, entry.path, what)
+            if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+                continue
+            store.download_file(
+                prefix + entry.path,
+                target,
+                expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
+                root=local_dir,
+            )
+    local_dir.mkdir(parents=True, exist_ok=True)
     (local_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     return manifest
 
