@@ -10,8 +10,8 @@ panels/<image>__<predictor>.png      best / median / worst test images: full siz
 overlays/<predictor>/<image>.png     those images' error overlays alone, full size, colours exact
 thumbs/<image>.png                   every test image's error overlay (primary predictor), small
 ```
-Before drawing, every image's TP/FP/FN are recomputed from the pixels and compared with the
-evaluation's per-image table, so the pictures cannot show other predictions than the numbers describe.
+The numbers are the evaluation's own per-image rows, not recomputed here; that the maps drawn are the maps scored is
+the visualize stage's check (the evaluation's manifest pins the dataset and prediction sets it scored by hash).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.errors import DataError
 from vesselseg.evaluation.evaluate import ThresholdChoice
-from vesselseg.metrics import confusion, image_counts
 from vesselseg.predictions import PredictionSet
 from vesselseg.report import plots
 from vesselseg.report.colours import BASELINE_COLOUR, predictor_colour
@@ -127,7 +126,6 @@ def build_report(
         widths = vessel_widths(truth, fov)
         for name in (n for n in names if sample_id in scored[n].index):
             prob = sets[name].prob(sample_id)
-            _check_counts(prob, truth, fov, levels[name], scored[name].loc[sample_id], name, evaluation_dir)
             widths_total[name] += width_confusion(widths, prob, truth, fov, levels[name], edges)
             if name == primary:
                 overlay = error_overlay(dataset.image(sample_id), prob, truth, fov, levels[name])
@@ -199,18 +197,6 @@ def _predictor_names(predictions: Sequence[PredictionSet], evaluation: Evaluatio
     if primary is not None and primary not in names:
         raise DataError(f"primary predictor {primary!r} is not among the prediction sets {names}")
     return names
-
-
-def _check_counts(
-    prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, level: int, row: pd.Series, name: str, where: Path
-) -> None:
-    tp, fp, fn, _ = confusion(image_counts(prob, truth, fov), level)
-    recorded = (int(row["tp"]), int(row["fp"]), int(row["fn"]))
-    if (tp, fp, fn) != recorded:
-        raise DataError(
-            f"{row['sample_id']} [{name}]: the pixels give TP/FP/FN {(tp, fp, fn)} at level {level}, the evaluation "
-            f"in {where} recorded {recorded}; the dataset or prediction set is not the one that was evaluated"
-        )
 
 
 def _best_median_worst(dice: pd.Series) -> dict[str, str]:
