@@ -34,8 +34,22 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def test_a_second_fetch_of_an_artifact_downloads_nothing(store: ObjectStore, prefix: str, tmp_path: Path, home) -> None:
+def test_publishing_seeds_the_cache(store: ObjectStore, prefix: str, tmp_path: Path, home) -> None:
     ref, _ = publish_dir(store, _artifact(tmp_path / "src"), prefix, kind="test", stage="unit", config={})
+    fetch_dir(store, ref, tmp_path / "out")
+    assert (tmp_path / "out" / "nested" / "b.txt").read_text() == "bee"
+    assert _file_downloads(store, prefix) == {}, "a file published from this machine is not downloaded back"
+
+
+def _published_elsewhere(store: ObjectStore, prefix: str, tmp_path: Path):
+    """An artifact as if published on another machine: nothing of it in this machine's cache."""
+    ref, _ = publish_dir(store, _artifact(tmp_path / "src"), prefix, kind="test", stage="unit", config={})
+    shutil.rmtree(cache_root())
+    return ref
+
+
+def test_a_second_fetch_of_an_artifact_downloads_nothing(store: ObjectStore, prefix: str, tmp_path: Path, home) -> None:
+    ref = _published_elsewhere(store, prefix, tmp_path)
     fetch_dir(store, ref, tmp_path / "first", only=["a.bin"])
     fetch_dir(store, ref, tmp_path / "second")
     fetch_dir(store, store.uri(prefix), tmp_path / "third")  # a bare URI pins the same manifest
@@ -46,7 +60,7 @@ def test_a_second_fetch_of_an_artifact_downloads_nothing(store: ObjectStore, pre
 
 
 def test_a_corrupted_cached_file_is_fetched_again(store: ObjectStore, prefix: str, tmp_path: Path, home) -> None:
-    ref, _ = publish_dir(store, _artifact(tmp_path / "src"), prefix, kind="test", stage="unit", config={})
+    ref = _published_elsewhere(store, prefix, tmp_path)
     fetch_dir(store, ref, tmp_path / "first")
     cached = cache_root() / ref.manifest_sha256 / "a.bin"
     assert cached.read_bytes() == b"a" * 1000

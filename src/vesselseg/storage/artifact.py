@@ -147,6 +147,7 @@ def publish_dir(
     if unchanged is not None:
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
                  len(files))  # fmt: skip
+        artifact_cache.seed(unchanged[0].manifest_sha256, local_dir, unchanged[1].files)
         return unchanged
     nested = [key for key in store.list(prefix) if key.endswith("/" + MANIFEST) and key != manifest_key]
     if nested:
@@ -171,7 +172,9 @@ def publish_dir(
     # Validated as readers will validate it (files were appended unchecked).
     blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
-    return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
+    ref = InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest())
+    artifact_cache.seed(ref.manifest_sha256, local_dir, manifest.files)
+    return ref, manifest
 
 
 def _previous_files(store: ObjectStore, manifest_key: str) -> list[FileEntry]:

@@ -4,7 +4,9 @@ An artifact is immutable under its manifest's sha256, so its files are kept unde
 sha256>/<path>` (the work dir is `VESSELSEG_HOME`: `.work/` locally, the pod's work volume on a cluster). A stage asks
 for the files it needs; those not yet there are downloaded, the rest are reused once they verify against the manifest
 (size and sha256: a cached file is never trusted by its name alone, and one that changed is fetched again). The
-stage's folder then receives hard links to the cached files (a copy where the file system refuses links).
+stage's folder then receives hard links to the cached files (a copy where the file system refuses links). Publishing
+seeds the cache with hard links to the files just uploaded, so a later stage on the same machine downloads nothing
+of an artifact made there.
 
 Stages that run at once (kfp.local runs independent tasks in parallel) take a lock per artifact while filling it,
 and every download lands under a temporary name first and is renamed into place, so a reader never sees half a file.
@@ -86,3 +88,21 @@ def link_into(folder: Path, entries: list[FileEntry], local_dir: Path, what: str
         except OSError:
             shutil.copyfile(source, partial)
         os.replace(partial, target)
+
+
+def seed(manifest_sha256: str, local_dir: Path, entries: list[FileEntry]) -> None:
+    """Hard links in the cache to the files just published from `local_dir`. Where the file system refuses links
+    nothing is seeded (a copy would double the disk use of every artifact); readers then download as usual."""
+    folder = cache_root() / manifest_sha256
+    with _locked(cache_root() / f"{manifest_sha256}.lock"):
+        for entry in entries:
+            target = inside(folder, entry.path, f"cache of {manifest_sha256[:12]}")
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.link")
+            try:
+                os.link(local_dir / entry.path, partial)
+            except OSError:
+                return
+            os.replace(partial, target)
