@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from vesselseg.errors import IntegrityError
 from vesselseg.stages import baseline, data_prep, evaluate
-from vesselseg.storage import ObjectStore, fetch_dir, publish_dir
+from vesselseg.storage import InputRef, ObjectStore, fetch_dir, publish_dir
 from vesselseg.storage.cache import cache_root
+from vesselseg.storage.transfers import LOG_ENV
 
 SMALL = {"synthetic": {"count": 8, "size": 96, "seed": 11}, "split": {"seed": 11}}
 
@@ -76,6 +81,37 @@ def test_a_corrupted_cached_file_is_fetched_again(store: ObjectStore, prefix: st
     with pytest.raises(IntegrityError, match="checksum mismatch"):
         fetch_dir(store, ref, tmp_path / "third")
     assert not (tmp_path / "third" / "a.bin").exists()
+
+
+def _fetch_in_a_process(ref: InputRef, out: Path) -> None:
+    fetch_dir(ObjectStore(), ref, out)
+
+
+def test_stages_fetching_at_once_download_each_file_once(
+    store: ObjectStore, prefix: str, tmp_path: Path, home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(24):
+        (src / f"part{i:02d}.bin").write_bytes(os.urandom(100_000))
+    ref, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={})
+    shutil.rmtree(cache_root())
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "transfers.jsonl"))
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_fetch_in_a_process, args=(ref, tmp_path / f"out{i}")) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    for i in range(4):
+        assert sorted(p.name for p in (tmp_path / f"out{i}").iterdir()) == sorted([*os.listdir(src), "manifest.json"])
+        for file in src.iterdir():
+            assert (tmp_path / f"out{i}" / file.name).read_bytes() == file.read_bytes()
+    lines = [json.loads(line) for line in (tmp_path / "transfers.jsonl").read_text().splitlines()]
+    files = Counter(line["key"] for line in lines if line["kind"] == "file")
+    assert files == {f"{prefix}/{file.name}": 1 for file in src.iterdir()}
+    assert not [p for p in cache_root().rglob("*") if p.name.endswith((".part", ".link"))], "no temporary file left"
 
 
 @pytest.fixture(scope="module")
