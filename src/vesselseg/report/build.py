@@ -36,6 +36,7 @@ from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.errors import DataError
 from vesselseg.evaluation.evaluate import ThresholdChoice
+from vesselseg.metrics.levels import threshold_of
 from vesselseg.predictions import PredictionSet
 from vesselseg.report import plots
 from vesselseg.report.colours import BASELINE_COLOUR, predictor_colour
@@ -238,7 +239,7 @@ def _draw_featured(
         Image.fromarray(overlay).save(out_dir / overlays[name])
         text = PanelText(
             title=f"{sample_id}  ·  {name}",
-            detail=f"Dice {row['dice']:.3f}   clDice {row['cldice']:.3f}   threshold {levels[name] / 255:.3f}",
+            detail=f"Dice {row['dice']:.3f}   clDice {row['cldice']:.3f}   threshold {threshold_of(levels[name]):.3f}",
             counts={"tp": int(row["tp"]), "fp": int(row["fp"]), "fn": int(row["fn"])},
         )
         panel = prediction_panel(image, prob, truth, fov, overlay, levels[name], window, text, config.panel_max_side)
