@@ -136,12 +136,15 @@ class PredictionSet:
     def ids(self, split: str) -> list[str]:
         return sorted(self.table.index[self.table["split"] == split])
 
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self.table.index
+
     def shape(self, sample_id: str) -> tuple[int, int]:
         """The map's (height, width) from the table, without decoding it."""
         return int(self.table.at[sample_id, "height"]), int(self.table.at[sample_id, "width"])
 
     def prob(self, sample_id: str) -> np.ndarray:
-        if sample_id not in self.table.index:
+        if sample_id not in self:
             raise DataError(f"prediction set {self.info.name!r} at {self.root} has no prediction for {sample_id!r}")
         path = inside(
             self.root, str(self.table.at[sample_id, "prob"]), f"{self.root / TABLE} ({sample_id!r})", DataError

@@ -117,7 +117,7 @@ def _allowed(config: EvaluateConfig, check: HonestyCheck) -> HonestyCheck:
 
 
 def _choose_threshold(dataset: PreparedDataset, preds: PredictionSet, split: str) -> ThresholdChoice:
-    ids = [i for i in dataset.ids(split) if i in preds.table.index]
+    ids = [i for i in dataset.ids(split) if i in preds]
     if not ids:
         return ThresholdChoice(
             level=level(0.5), threshold=0.5, source=f"fixed 0.5 (no {split} predictions to choose on)"
@@ -164,13 +164,13 @@ def evaluate(
     # another size are left out here and reported by the coverage checks.
     maps: dict[str, dict[str, np.ndarray]] = {}
     for preds in predictions:
-        decoded = {i: preds.prob(i) for i in ids if i in preds.table.index}
+        decoded = {i: preds.prob(i) for i in ids if i in preds}
         maps[preds.info.name] = {i: m for i, m in decoded.items() if m.shape == truths[i][0].shape}
     for preds in predictions:
         name = preds.info.name
         checks.append(_allowed(config, honesty.identical_to_truth(name, maps[name], truths, ids)))
         checks.append(_allowed(config, honesty.truth_in_provenance(dataset, preds, config.split)))
-        checks.extend(_allowed(config, c) for c in honesty.coverage(dataset, preds, ids))
+        checks.extend(_allowed(config, c) for c in honesty.coverage(preds, truths, ids))
         level_scored = thresholds[name].level
         plausible = plausibility_checks(name, maps[name], truths, level_scored, ceiling, config.plausibility)
         checks.extend(_allowed(config, c) for c in plausible)

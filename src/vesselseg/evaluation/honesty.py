@@ -111,15 +111,17 @@ def train_test_overlap(dataset: PreparedDataset, split: str) -> HonestyCheck:
     )
 
 
-def coverage(dataset: PreparedDataset, preds: PredictionSet, ids: list[str]) -> tuple[HonestyCheck, HonestyCheck]:
-    """Every evaluated image has a prediction, and each prediction has the image's native size."""
-    missing = [i for i in ids if i not in preds.table.index]
+def coverage(
+    preds: PredictionSet, truths: dict[str, tuple[np.ndarray, np.ndarray | None]], ids: list[str]
+) -> tuple[HonestyCheck, HonestyCheck]:
+    """Every evaluated image has a prediction, and each prediction has the image's native size (its truth's)."""
+    missing = [i for i in ids if i not in preds]
     wrong = []
     for sample_id in ids:
         if sample_id in missing:
             continue
-        got = (int(preds.table.at[sample_id, "height"]), int(preds.table.at[sample_id, "width"]))
-        want = dataset.mask(sample_id).shape
+        got = preds.shape(sample_id)
+        want = truths[sample_id][0].shape
         if got != want:
             wrong.append(f"{sample_id}: {got[0]}x{got[1]} vs truth {want[0]}x{want[1]}")
     return (
