@@ -1,12 +1,18 @@
 """Fetch once: a machine's local copy of published artifact files, shared by the stages of a run.
 
 An artifact is immutable under its manifest's sha256, so its files are kept under `<work dir>/cache/artifacts/<manifest
-sha256>/<path>` (the work dir is `VESSELSEG_HOME`: `.work/` locally, the pod's work volume on a cluster). A stage asks
-for the files it needs; those not yet there are downloaded, the rest are reused once they verify against the manifest
-(size and sha256: a cached file is never trusted by its name alone, and one that changed is fetched again). The
-stage's folder then receives hard links to the cached files (a copy where the file system refuses links). Publishing
-seeds the cache with hard links to the files just uploaded, so a later stage on the same machine downloads nothing
-of an artifact made there.
+sha256>/<path>` (the work dir is `VESSELSEG_HOME`: `.work/` locally; in the images' pods an emptyDir, so there the
+cache serves one task until that folder is a volume the tasks of a node share). A stage asks for the files it needs;
+those not yet there are downloaded, the rest are reused once they verify against the manifest (size and sha256: a
+cached file is never trusted by its name alone, and one that changed is fetched again). The stage's folder then
+receives hard links to the cached files (a copy where the file system refuses links). Publishing seeds the cache with
+hard links to the files just uploaded, so a later stage on the same machine downloads nothing of an artifact made
+there.
+
+A stage must not write into the files it fetched or published (replace them by a new name and a rename instead):
+they share their storage with the cache, and with the publisher's own copy. Because every use re-verifies the
+cached copy, such a write costs a download, never a wrong input; the safe-load test, which poisons a fetched
+checkpoint on purpose, relies on exactly that.
 
 Stages that run at once (kfp.local runs independent tasks in parallel) take a lock per artifact while filling it,
 and every download lands under a temporary name first and is renamed into place, so a reader never sees half a file.
