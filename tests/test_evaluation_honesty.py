@@ -35,7 +35,7 @@ def _write(dataset: PreparedDataset, root: Path, name: str, make, read_files: li
         for sample_id in dataset.ids(split):
             prob = make(sample_id)
             if prob is not None:
-                writer.add(sample_id, split, prob, 0.5)
+                writer.add(sample_id, split, prob)
     writer.close(
         PredictorInfo(name=name, threshold=0.5, threshold_source="test", calibrated=True, read_files=read_files)
     )

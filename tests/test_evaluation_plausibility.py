@@ -39,7 +39,7 @@ def _from_truth(dataset: PreparedDataset, root: Path, name: str, change: Callabl
     read = []
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
-            writer.add(sample_id, split, np.where(change(dataset.mask(sample_id)), 255, 0).astype(np.uint8), 0.5)
+            writer.add(sample_id, split, np.where(change(dataset.mask(sample_id)), 255, 0).astype(np.uint8))
             read.append(f"images/{sample_id}.png")
     info = PredictorInfo(name=name, threshold=0.5, threshold_source="val", calibrated=True, read_files=read)
     writer.close(info)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vesselseg.errors import DataError, HonestyError
-from vesselseg.stages import baseline, data_prep, evaluate
+from vesselseg.stages import baseline, data_prep, evaluate, visualize
 from vesselseg.stages.test_labels import label_store
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest
 
@@ -109,7 +109,7 @@ def _forged_predictions(
     writer = PredictionWriter(tmp_path / name)
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
-            writer.add(sample_id, split, np.where(dataset.mask(sample_id), 255, 0).astype(np.uint8), 0.5)
+            writer.add(sample_id, split, np.where(dataset.mask(sample_id), 255, 0).astype(np.uint8))
     writer.close(
         PredictorInfo(name=name, threshold=0.5, threshold_source="forged", calibrated=True, read_files=read_files)
     )
@@ -166,3 +166,29 @@ def test_data_prep_bad_source_publishes_nothing(store: ObjectStore, tmp_path: Pa
             store,
         )
     assert store.list("tests/stages/bad/") == before
+
+
+def test_visualize_refuses_predictions_the_evaluation_did_not_score(published, store: ObjectStore, tmp_path) -> None:
+    """The report reuses the evaluation's per-image rows: the maps it draws must be the ones scored (same name,
+    other pixels here), which the evaluation's manifest pins by hash."""
+    prep, frangi = published
+    scored = evaluate.run(
+        evaluate.Config(
+            dataset=prep.dataset,
+            test_labels=prep.test_labels,
+            predictions=[frangi.predictions],
+            evaluate={"n_boot": 20},
+            prefix="tests/stages/evaluations",
+        ),
+        store,
+    )
+    other = _forged_predictions(store, prep, tmp_path, frangi.info.read_files, "frangi")
+    config = visualize.Config(
+        dataset=prep.dataset,
+        test_labels=prep.test_labels,
+        predictions=[other],
+        evaluation=scored.evaluation,
+        prefix="tests/stages/reports",
+    )
+    with pytest.raises(DataError, match=r"did not score the prediction set .*forged/frangi"):
+        visualize.run(config, store)

@@ -48,9 +48,13 @@ def test_publish_then_fetch_reproduces_every_file(store: ObjectStore, prefix: st
         assert (out / entry.path).read_bytes() == (src / entry.path).read_bytes()
 
 
-def test_corrupted_object_is_detected(store: ObjectStore, prefix: str, tmp_path: Path) -> None:
+def test_corrupted_object_is_detected(
+    store: ObjectStore, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VESSELSEG_HOME", str(tmp_path / "publisher"))
     ref, _ = publish_dir(store, _artifact(tmp_path / "src"), prefix, kind="test", stage="unit", config={})
     store.put_bytes(f"{prefix}/part1.bin", b"tampered bytes")
+    monkeypatch.setenv("VESSELSEG_HOME", str(tmp_path / "reader"))  # another machine: its cache holds nothing yet
     with pytest.raises(IntegrityError, match=r"part1\.bin.*checksum mismatch|checksum mismatch.*part1\.bin"):
         fetch_dir(store, ref, tmp_path / "out")
     assert not (tmp_path / "out" / "part1.bin").exists()

@@ -83,9 +83,9 @@ def test_symlinks_in_the_target_folder_are_not_followed(store: ObjectStore, pref
     victim.write_text("precious")
     out = tmp_path / "out"
     out.mkdir()
-    # A `.part` name that already points elsewhere: the download must not write through it.
-    (out / "a.bin.part").symlink_to(victim)
-    with pytest.raises(StorageError, match=r"a\.bin\.part resolves to .*precious\.txt, outside"):
+    # A file name that already points elsewhere: the fetch must not write through it.
+    (out / "a.bin").symlink_to(victim)
+    with pytest.raises(StorageError, match=r"a\.bin resolves to .*precious\.txt, outside"):
         fetch_dir(store, store.uri(prefix), out, only=["a.bin"])
     assert victim.read_text() == "precious"
     # A sub-folder that is a link out of the target folder.

@@ -1,18 +1,25 @@
-"""The prediction-set format shared by the baseline and inference stages and read by evaluation.
+"""The prediction-set format: this module alone reads and writes it (baselines, inference and its resume state
+write through `write_map`/`PredictionWriter`; evaluation and the report read through `PredictionSet`).
 
 ```
-probs/<id>.png        8-bit probability map (p = value / 255) at the image's native size
-masks/<id>.png        binary mask, 0/255, at the predictor's own threshold
-predictions.parquet   sample_id, split, prob, mask, height, width (+ n_seg, text in generate mode)
-predictor.json        PredictorInfo: name, threshold, whether the map is calibrated, which files were read
+probs/<id>.png        8-bit probability map at the image's native size: stored level v stands for p = v / 255
+predictions.parquet   sample_id, split, prob, height, width (+ n_seg, text in generate mode)
+predictor.json        PredictorInfo: name, its own threshold, whether the map is calibrated, which files were read
 ```
-`read_files` lists every dataset file the predictor opened (paths inside the dataset artifact). It is
-the evidence the evaluation's leakage check reads: no test-split ground truth may appear there.
+A probability map is held as its 8-bit levels (`uint8`, H×W) from encoding to scoring, which decides at
+`level >= metrics.level(threshold)`; no binary mask is stored (a reader cuts the levels at the threshold it chose).
+`read_files` lists every dataset file the predictor opened (paths inside the dataset artifact). It is the evidence
+the evaluation's leakage check reads: no test-split ground truth may appear there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +28,11 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import DataError
-from vesselseg.metrics import level
 from vesselseg.storage.paths import inside
 
 INFO = "predictor.json"
 TABLE = "predictions.parquet"
+MAPS = "probs"
 
 
 def encode_probability(probability: np.ndarray) -> np.ndarray:
@@ -33,11 +40,43 @@ def encode_probability(probability: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(probability, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def map_path(root: Path, sample_id: str) -> Path:
+    return inside(root, f"{MAPS}/{sample_id}.png", f"prediction map of {sample_id!r} in {root}", DataError)
+
+
+def write_map(root: Path, sample_id: str, prob: np.ndarray) -> str:
+    """Writes `probs/<id>.png` under `root` (via a temporary name, so a crash never leaves half a file); returns the
+    PNG's sha256."""
+    if prob.dtype != np.uint8 or prob.ndim != 2:
+        raise DataError(f"prediction for {sample_id!r} must be uint8 (H, W), got {prob.dtype} {prob.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(prob).save(buffer, format="PNG")
+    blob = buffer.getvalue()
+    path = map_path(root, sample_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    partial.write_bytes(blob)
+    partial.replace(path)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_map(path: Path) -> np.ndarray:
+    """The 8-bit levels of one stored map; `DataError` naming the file if it is not one."""
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img)
+    except OSError as err:
+        raise DataError(f"cannot read probability map {path}: {err}") from err
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise DataError(f"probability map {path} must be 8-bit single-channel, got {array.dtype} {array.shape}")
+    return array
+
+
 class PredictorInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="short name used in tables: frangi, model, …")
-    threshold: float = Field(ge=0, le=1, description="threshold the stored masks were cut at")
+    threshold: float = Field(ge=0, le=1, description="the predictor's own decision threshold")
     threshold_source: str
     calibrated: bool = Field(description="False when the map is a 0/1 mask or a ranking score (AUC not meaningful)")
     read_files: list[str] = Field(description="dataset files the predictor opened")
@@ -49,27 +88,34 @@ class PredictionWriter:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "probs").mkdir(parents=True, exist_ok=True)
-        (root / "masks").mkdir(parents=True, exist_ok=True)
+        (root / MAPS).mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, object]] = []
 
-    def add(self, sample_id: str, split: str, prob: np.ndarray, threshold: float, **extra: object) -> None:
-        if prob.dtype != np.uint8 or prob.ndim != 2:
-            raise DataError(f"prediction for {sample_id!r} must be uint8 (H, W), got {prob.dtype} {prob.shape}")
-        Image.fromarray(prob).save(self.root / "probs" / f"{sample_id}.png")
-        mask = np.where(prob >= level(threshold), 255, 0).astype(np.uint8)
-        Image.fromarray(mask).save(self.root / "masks" / f"{sample_id}.png")
+    def _row(self, sample_id: str, split: str, height: int, width: int, extra: dict[str, object]) -> None:
         self.rows.append(
             {
                 "sample_id": sample_id,
                 "split": split,
-                "prob": f"probs/{sample_id}.png",
-                "mask": f"masks/{sample_id}.png",
-                "height": prob.shape[0],
-                "width": prob.shape[1],
+                "prob": f"{MAPS}/{sample_id}.png",
+                "height": height,
+                "width": width,
                 **extra,
-            }
+            }  # fmt: skip
         )
+
+    def add(self, sample_id: str, split: str, prob: np.ndarray, **extra: object) -> None:
+        write_map(self.root, sample_id, prob)
+        self._row(sample_id, split, prob.shape[0], prob.shape[1], extra)
+
+    def adopt(self, sample_id: str, split: str, written: Path, height: int, width: int, **extra: object) -> None:
+        """Takes a map already written by `write_map` elsewhere (inference's resume state) as it is: a hard link
+        (a copy across file systems), never decoded and encoded again."""
+        target = map_path(self.root, sample_id)
+        try:
+            os.link(written, target)
+        except OSError:
+            shutil.copyfile(written, target)
+        self._row(sample_id, split, height, width, extra)
 
     def close(self, info: PredictorInfo) -> None:
         pd.DataFrame(self.rows).to_parquet(self.root / TABLE, index=False)
@@ -90,16 +136,17 @@ class PredictionSet:
     def ids(self, split: str) -> list[str]:
         return sorted(self.table.index[self.table["split"] == split])
 
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self.table.index
+
+    def shape(self, sample_id: str) -> tuple[int, int]:
+        """The map's (height, width) from the table, without decoding it."""
+        return int(self.table.at[sample_id, "height"]), int(self.table.at[sample_id, "width"])
+
     def prob(self, sample_id: str) -> np.ndarray:
-        if sample_id not in self.table.index:
+        if sample_id not in self:
             raise DataError(f"prediction set {self.info.name!r} at {self.root} has no prediction for {sample_id!r}")
         path = inside(
             self.root, str(self.table.at[sample_id, "prob"]), f"{self.root / TABLE} ({sample_id!r})", DataError
         )
-        try:
-            array = np.asarray(Image.open(path))
-        except OSError as err:
-            raise DataError(f"cannot read probability map {path}: {err}") from err
-        if array.dtype != np.uint8 or array.ndim != 2:
-            raise DataError(f"probability map {path} must be 8-bit single-channel, got {array.dtype} {array.shape}")
-        return array
+        return read_map(path)

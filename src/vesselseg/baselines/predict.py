@@ -40,7 +40,7 @@ def frangi_predictions(
         threshold, source = 0.5, f"fixed 0.5: no {threshold_split} images were predicted"
     writer = PredictionWriter(out_dir)
     for sample_id, (split, prob) in probs.items():
-        writer.add(sample_id, split, prob, threshold)
+        writer.add(sample_id, split, prob)
     read = [f for s in splits for f in dataset_files(dataset, s, ("image", "fov"))]
     if chosen:
         read += dataset_files(dataset, threshold_split, ("mask",))

@@ -16,15 +16,21 @@ DATASET_META = ("index.parquet", "stats.json", "fingerprint.json")
 
 
 def fetch_splits(
-    store: ObjectStore, ref: InputRef | str, local: Path, splits: list[str], truth_splits: list[str]
+    store: ObjectStore,
+    ref: InputRef | str,
+    local: Path,
+    splits: list[str],
+    truth_splits: list[str],
+    images: bool = True,
 ) -> None:
+    """`images=False` leaves the RGB images out (a scorer reads masks and FOVs only)."""
     manifest = read_manifest(store, ref)
     fetch_dir(store, ref, local, only=[p for p in DATASET_META if any(f.path == p for f in manifest.files)])
     index = pd.read_parquet(local / "index.parquet")
     wanted: list[str] = []
     for split in splits:
         rows = index[index["split"] == split]
-        wanted += list(rows["image"]) + list(rows["fov"])
+        wanted += (list(rows["image"]) if images else []) + list(rows["fov"])
         if split in truth_splits and split != TEST_SPLIT:
             wanted += list(rows["mask"])
     fetch_dir(store, ref, local, only=sorted(set(wanted)))

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,7 +117,7 @@ def _allowed(config: EvaluateConfig, check: HonestyCheck) -> HonestyCheck:
 
 
 def _choose_threshold(dataset: PreparedDataset, preds: PredictionSet, split: str) -> ThresholdChoice:
-    ids = [i for i in dataset.ids(split) if i in preds.table.index]
+    ids = [i for i in dataset.ids(split) if i in preds]
     if not ids:
         return ThresholdChoice(
             level=level(0.5), threshold=0.5, source=f"fixed 0.5 (no {split} predictions to choose on)"
@@ -158,12 +159,20 @@ def evaluate(
     ]
     thresholds = {p.info.name: _choose_threshold(dataset, p, config.threshold_split) for p in predictions}
     ceiling = human_ceiling(dataset, ids, config.plausibility)
+    truths = {i: (dataset.mask(i), dataset.fov(i)) for i in ids}
+    # Each map is decoded once; the checks and the scores below share the arrays. Images without a prediction or of
+    # another size are left out here and reported by the coverage checks.
+    maps: dict[str, dict[str, np.ndarray]] = {}
     for preds in predictions:
-        checks.append(_allowed(config, honesty.identical_to_truth(dataset, preds, ids)))
+        decoded = {i: preds.prob(i) for i in ids if i in preds}
+        maps[preds.info.name] = {i: m for i, m in decoded.items() if m.shape == truths[i][0].shape}
+    for preds in predictions:
+        name = preds.info.name
+        checks.append(_allowed(config, honesty.identical_to_truth(name, maps[name], truths, ids)))
         checks.append(_allowed(config, honesty.truth_in_provenance(dataset, preds, config.split)))
-        checks.extend(_allowed(config, c) for c in honesty.coverage(dataset, preds, ids))
-        level_scored = thresholds[preds.info.name].level
-        plausible = plausibility_checks(dataset, preds, ids, level_scored, ceiling, config.plausibility)
+        checks.extend(_allowed(config, c) for c in honesty.coverage(preds, truths, ids))
+        level_scored = thresholds[name].level
+        plausible = plausibility_checks(name, maps[name], truths, level_scored, ceiling, config.plausibility)
         checks.extend(_allowed(config, c) for c in plausible)
     blocking = [c for c in checks if c.blocking]
     (out_dir / "honesty.json").write_text(json.dumps([c.model_dump() for c in checks], indent=2))
@@ -178,7 +187,6 @@ def evaluate(
     aggregates: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     calibrated: dict[str, bool] = {}
-    truths = {i: (dataset.mask(i), dataset.fov(i)) for i in ids}
 
     for preds in predictions:
         name = preds.info.name
@@ -186,12 +194,12 @@ def evaluate(
         choice = thresholds[name]
         scored = {}
         # Only reachable with allow_missing_predictions / allow_size_mismatch: those images are left out.
-        usable = [i for i in ids if i in preds.table.index and preds.prob(i).shape == truths[i][0].shape]
+        usable = [i for i in ids if i in maps[name]]
         for kind, decision in (("selected", choice.level), ("fixed_0.5", level(0.5))):
             results = []
             for sample_id in usable:
                 truth, fov = truths[sample_id]
-                result = evaluate_image(preds.prob(sample_id), truth, fov, level=decision)
+                result = evaluate_image(maps[name][sample_id], truth, fov, level=decision)
                 results.append(result)
                 rows.append(
                     {

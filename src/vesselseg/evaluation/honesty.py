@@ -43,19 +43,17 @@ class HonestyCheck(BaseModel):
         return not self.passed and not self.allowed
 
 
-def identical_to_truth(dataset: PreparedDataset, preds: PredictionSet, ids: list[str]) -> HonestyCheck:
-    """Any prediction whose binary mask at 0.5 equals the ground truth bit for bit, over the whole image."""
+def identical_to_truth(
+    name: str, maps: dict[str, np.ndarray], truths: dict[str, np.ndarray], ids: list[str]
+) -> HonestyCheck:
+    """Any prediction whose binary mask at 0.5 equals the ground truth bit for bit, over the whole image.
+
+    `maps`: the predictor's decoded maps of the images it can be scored on (present, of the truth's size)."""
     cut = level(0.5)
-    identical = [
-        sample_id
-        for sample_id in ids
-        if sample_id in preds.table.index
-        and preds.prob(sample_id).shape == dataset.mask(sample_id).shape
-        and np.array_equal(preds.prob(sample_id) >= cut, dataset.mask(sample_id))
-    ]
+    identical = [i for i in ids if i in maps and np.array_equal(maps[i] >= cut, truths[i][0])]
     return HonestyCheck(
         name="prediction_identical_to_truth",
-        predictor=preds.info.name,
+        predictor=name,
         passed=not identical,
         detail=(
             f"{len(identical)} of {len(ids)} predictions equal their ground truth exactly: {identical[:5]}"
@@ -113,15 +111,17 @@ def train_test_overlap(dataset: PreparedDataset, split: str) -> HonestyCheck:
     )
 
 
-def coverage(dataset: PreparedDataset, preds: PredictionSet, ids: list[str]) -> tuple[HonestyCheck, HonestyCheck]:
-    """Every evaluated image has a prediction, and each prediction has the image's native size."""
-    missing = [i for i in ids if i not in preds.table.index]
+def coverage(
+    preds: PredictionSet, truths: dict[str, tuple[np.ndarray, np.ndarray | None]], ids: list[str]
+) -> tuple[HonestyCheck, HonestyCheck]:
+    """Every evaluated image has a prediction, and each prediction has the image's native size (its truth's)."""
+    missing = [i for i in ids if i not in preds]
     wrong = []
     for sample_id in ids:
         if sample_id in missing:
             continue
-        got = (int(preds.table.at[sample_id, "height"]), int(preds.table.at[sample_id, "width"]))
-        want = dataset.mask(sample_id).shape
+        got = preds.shape(sample_id)
+        want = truths[sample_id][0].shape
         if got != want:
             wrong.append(f"{sample_id}: {got[0]}x{got[1]} vs truth {want[0]}x{want[1]}")
     return (

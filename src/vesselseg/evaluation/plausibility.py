@@ -16,7 +16,6 @@ from scipy import ndimage
 from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.evaluation.honesty import HonestyCheck
-from vesselseg.predictions import PredictionSet
 
 TOO_GOOD = "too good to be true — investigate: "
 _NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.uint8)
@@ -97,19 +96,19 @@ def human_ceiling(dataset: PreparedDataset, ids: list[str], config: Plausibility
 
 
 def plausibility_checks(
-    dataset: PreparedDataset,
-    preds: PredictionSet,
-    ids: list[str],
+    name: str,
+    maps: dict[str, np.ndarray],
+    truths: dict[str, tuple[np.ndarray, np.ndarray | None]],
     decision_level: int,
     ceiling: tuple[float, str],
     config: PlausibilityConfig,
 ) -> list[HonestyCheck]:
-    """Subset, superset, beyond-human agreement and noise-like errors, for one predictor at its scored level."""
-    name = preds.info.name
-    scored = [i for i in ids if i in preds.table.index and preds.prob(i).shape == dataset.mask(i).shape]
+    """Subset, superset, beyond-human agreement and noise-like errors, for one predictor at its scored level.
+
+    `maps`: the predictor's decoded maps of the images it can be scored on; `truths`: (truth, FOV) of each."""
     images = [
-        agreement(preds.prob(i) >= decision_level, dataset.mask(i), dataset.fov(i), config.stray_distance)
-        for i in scored
+        agreement(prob >= decision_level, truths[i][0], truths[i][1], config.stray_distance)
+        for i, prob in sorted(maps.items())
     ]
     if not images:
         return []

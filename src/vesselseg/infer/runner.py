@@ -1,23 +1,22 @@
 """Inference over a dataset's images into a prediction set, resumable image by image.
 
 Finished images live in a resume state keyed by model, dataset and every setting that changes a map: a local
-folder (`probs/<id>.png`, then `records/<id>.json` holding the PNG's sha256, written last) mirrored to the object
-store, so that a re-run — on this machine or in a fresh pod — skips every image whose record and PNG verify.
+folder (`probs/<id>.png` in the prediction-set format, written by `predictions.write_map`, then `records/<id>.json`
+holding the PNG's sha256, written last) mirrored to the object store, so that a re-run — on this machine or in a
+fresh pod — skips every image whose record and PNG verify.
 Micro-batches are fixed from the full, sorted image list; a batch is skipped only when all its images are done,
-so a resumed run computes each image in exactly the batch an uninterrupted run would have.
+so a resumed run computes each image in exactly the batch an uninterrupted run would have. Publishing links the
+state's maps into the prediction set as they are (no decoding, no encoding).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
@@ -31,7 +30,7 @@ from vesselseg.infer.predictor import PredictorSpec
 from vesselseg.infer.replicas import execute
 from vesselseg.infer.source import dtype_of, meta_model
 from vesselseg.infer.strategy import Plan, choose_plan, log_plan, visible_gpus
-from vesselseg.predictions import PredictionWriter, PredictorInfo
+from vesselseg.predictions import PredictionWriter, PredictorInfo, map_path, write_map
 from vesselseg.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,8 +58,8 @@ class ResumeState:
         (root / "probs").mkdir(parents=True, exist_ok=True)
         (root / "records").mkdir(parents=True, exist_ok=True)
 
-    def _prob_path(self, sample_id: str) -> Path:
-        return self.root / "probs" / f"{sample_id}.png"
+    def prob_path(self, sample_id: str) -> Path:
+        return map_path(self.root, sample_id)
 
     def _record_path(self, sample_id: str) -> Path:
         return self.root / "records" / f"{sample_id}.json"
@@ -68,7 +67,7 @@ class ResumeState:
     def _verified(self, record_path: Path) -> Record | None:
         try:
             record = Record.model_validate_json(record_path.read_text())
-            blob = self._prob_path(record.sample_id).read_bytes()
+            blob = self.prob_path(record.sample_id).read_bytes()
         except (OSError, ValueError):
             return None
         return record if hashlib.sha256(blob).hexdigest() == record.prob_sha256 else None
@@ -91,7 +90,7 @@ class ResumeState:
             record = Record.model_validate_json(self.store.get_bytes(key))
             png = f"{self.remote}probs/{sample_id}.png"
             try:
-                self.store.download_file(png, self._prob_path(sample_id))
+                self.store.download_file(png, self.prob_path(sample_id))
             except StorageError as err:  # a PNG that never finished uploading: the image is simply predicted again
                 log.warning("resume: cannot fetch %s (%s); it will be predicted again", png, err)
                 continue
@@ -100,9 +99,7 @@ class ResumeState:
         return pulled
 
     def commit(self, result: ImageResult, split: str) -> None:
-        buffer = io.BytesIO()
-        Image.fromarray(result.prob).save(buffer, format="PNG")
-        blob = buffer.getvalue()
+        sha256 = write_map(self.root, result.sample_id, result.prob)
         record = Record(
             sample_id=result.sample_id,
             split=split,
@@ -110,18 +107,13 @@ class ResumeState:
             text=result.text,
             height=result.prob.shape[0],
             width=result.prob.shape[1],
-            prob_sha256=hashlib.sha256(blob).hexdigest(),
+            prob_sha256=sha256,
         )
-        _atomic_write(self._prob_path(result.sample_id), blob)
         _atomic_write(self._record_path(result.sample_id), record.model_dump_json().encode())
         if self.store is not None and self.remote is not None:
             # The record goes last: remotely, too, a record means its PNG is complete.
-            self.store.upload_file(self._prob_path(result.sample_id), f"{self.remote}probs/{result.sample_id}.png")
+            self.store.upload_file(self.prob_path(result.sample_id), f"{self.remote}probs/{result.sample_id}.png")
             self.store.upload_file(self._record_path(result.sample_id), f"{self.remote}records/{result.sample_id}.json")
-
-    def prob(self, sample_id: str) -> np.ndarray:
-        with Image.open(self._prob_path(sample_id)) as img:
-            return np.asarray(img)
 
     def clear(self) -> None:
         """Removes the state once its images are published (the artifact now holds them)."""
@@ -232,14 +224,19 @@ def finished_records(state: ResumeState, sample_ids: list[str]) -> list[Record]:
     return [done[i] for i in sorted(sample_ids)]
 
 
-def write_prediction_set(
-    state: ResumeState, records: list[Record], out_dir: Path, threshold: float, info: PredictorInfo
-) -> None:
-    """The prediction-set folder (predictions.py's format) from finished images."""
+def write_prediction_set(state: ResumeState, records: list[Record], out_dir: Path, info: PredictorInfo) -> None:
+    """The prediction-set folder from finished images, whose maps the state already holds in the set's format."""
     writer = PredictionWriter(out_dir)
     for record in records:
-        prob = state.prob(record.sample_id)
-        writer.add(record.sample_id, record.split, prob, threshold, n_seg=record.n_seg, text=record.text)
+        writer.adopt(
+            record.sample_id,
+            record.split,
+            state.prob_path(record.sample_id),
+            record.height,
+            record.width,
+            n_seg=record.n_seg,
+            text=record.text,
+        )
     writer.close(info)
 
 

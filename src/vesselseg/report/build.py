@@ -10,8 +10,8 @@ panels/<image>__<predictor>.png      best / median / worst test images: full siz
 overlays/<predictor>/<image>.png     those images' error overlays alone, full size, colours exact
 thumbs/<image>.png                   every test image's error overlay (primary predictor), small
 ```
-Before drawing, every image's TP/FP/FN are recomputed from the pixels and compared with the
-evaluation's per-image table, so the pictures cannot show other predictions than the numbers describe.
+The numbers are the evaluation's own per-image rows, not recomputed here; that the maps drawn are the maps scored is
+the visualize stage's check (the evaluation's manifest pins the dataset and prediction sets it scored by hash).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.errors import DataError
 from vesselseg.evaluation.evaluate import ThresholdChoice
-from vesselseg.metrics import confusion, image_counts
+from vesselseg.metrics.levels import threshold_of
 from vesselseg.predictions import PredictionSet
 from vesselseg.report import plots
 from vesselseg.report.colours import BASELINE_COLOUR, predictor_colour
@@ -127,7 +127,6 @@ def build_report(
         widths = vessel_widths(truth, fov)
         for name in (n for n in names if sample_id in scored[n].index):
             prob = sets[name].prob(sample_id)
-            _check_counts(prob, truth, fov, levels[name], scored[name].loc[sample_id], name, evaluation_dir)
             widths_total[name] += width_confusion(widths, prob, truth, fov, levels[name], edges)
             if name == primary:
                 overlay = error_overlay(dataset.image(sample_id), prob, truth, fov, levels[name])
@@ -201,18 +200,6 @@ def _predictor_names(predictions: Sequence[PredictionSet], evaluation: Evaluatio
     return names
 
 
-def _check_counts(
-    prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, level: int, row: pd.Series, name: str, where: Path
-) -> None:
-    tp, fp, fn, _ = confusion(image_counts(prob, truth, fov), level)
-    recorded = (int(row["tp"]), int(row["fp"]), int(row["fn"]))
-    if (tp, fp, fn) != recorded:
-        raise DataError(
-            f"{row['sample_id']} [{name}]: the pixels give TP/FP/FN {(tp, fp, fn)} at level {level}, the evaluation "
-            f"in {where} recorded {recorded}; the dataset or prediction set is not the one that was evaluated"
-        )
-
-
 def _best_median_worst(dice: pd.Series) -> dict[str, str]:
     """Ties broken by image id, so the same numbers always feature the same images."""
     order = sorted(dice.items(), key=lambda item: (item[1], item[0]))
@@ -252,7 +239,7 @@ def _draw_featured(
         Image.fromarray(overlay).save(out_dir / overlays[name])
         text = PanelText(
             title=f"{sample_id}  ·  {name}",
-            detail=f"Dice {row['dice']:.3f}   clDice {row['cldice']:.3f}   threshold {levels[name] / 255:.3f}",
+            detail=f"Dice {row['dice']:.3f}   clDice {row['cldice']:.3f}   threshold {threshold_of(levels[name]):.3f}",
             counts={"tp": int(row["tp"]), "fp": int(row["fp"]), "fn": int(row["fn"])},
         )
         panel = prediction_panel(image, prob, truth, fov, overlay, levels[name], window, text, config.panel_max_side)

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
+from vesselseg.metrics.levels import threshold_of
 from vesselseg.report.colours import ERROR_COLOURS, ERROR_LABELS, heat_lut
 from vesselseg.report.overlay import heat_map, mask_image
 
@@ -66,7 +67,7 @@ def prediction_panel(
     views = [
         ("Input", image),
         ("Ground truth", mask_image(truth, fov)),
-        (f"Prediction (p ≥ {level / 255:.3f})", mask_image(prob >= level, fov)),
+        (f"Prediction (p ≥ {threshold_of(level):.3f})", mask_image(prob >= level, fov)),
         ("Errors inside the FOV", overlay),
         ("Probability", heat_map(prob)),
     ]
@@ -135,8 +136,8 @@ def _heat_scale(
 ) -> None:
     """The heat-map colours from p = 0 to 1, with the decision threshold marked above them."""
     small = font(int(size * 0.85))
-    label = f"threshold {level / 255:.3f}"
-    tick = x + round(level / 255 * width)
+    label = f"threshold {threshold_of(level):.3f}"
+    tick = x + round(threshold_of(level) * width)
     half = small.getlength(label) / 2
     draw.text((min(max(tick, x + half), x + width - half), y), label, font=small, fill=TEXT, anchor="mt")
     bar_y = y + int(size * 1.4)

@@ -43,7 +43,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
     prediction_refs = [resolve(store, p) for p in config.predictions]
     splits = sorted({config.evaluate.split, config.evaluate.threshold_split})
     with scratch_dir(NAME) as scratch:
-        dataset = fetch_dataset(store, dataset_ref, scratch / "dataset", splits, splits, labels_ref)
+        dataset = fetch_dataset(store, dataset_ref, scratch / "dataset", splits, splits, labels_ref, images=False)
         sets = [fetch_predictions(store, ref, scratch / f"predictions{i}") for i, ref in enumerate(prediction_refs)]
         fetched = time.perf_counter()
         summary = evaluate(dataset, sets, config.evaluate, scratch / "out")

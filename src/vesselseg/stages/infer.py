@@ -64,7 +64,9 @@ class Config(ConfigModel):
     dataset: InputRef | str = Field(description="the data-prep artifact (InputRef, or its s3:// URI)")
     splits: list[str] = Field(default_factory=lambda: ["val", "test"], min_length=1)
     infer: InferConfig = Field(default_factory=InferConfig)
-    threshold: float = Field(0.5, ge=0, le=1, description="where the stored binary masks are cut")
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="the predictor's own threshold (the evaluation chooses its own)"
+    )
     shard: Shard | None = Field(None, description="predict one slice and publish nothing (fan-out)")
     resume_remote: bool = Field(True, description="mirror finished images to the object store (resume in a new pod)")
     prefix: str = "vesselseg/predictions"
@@ -192,7 +194,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             read_files=read_files,
             details=details | seg,
         )
-        write_prediction_set(state, records, scratch / "out", config.threshold, info)
+        write_prediction_set(state, records, scratch / "out", info)
         inputs = {"dataset": dataset_ref} | ({"model": model_ref} if model_ref else {})
         out_key = content_key(key, config.threshold, sorted(config.splits))
         ref, _ = publish_dir(

@@ -20,17 +20,19 @@ def fetch_dataset(
     splits: list[str],
     truth_splits: list[str],
     test_labels: InputRef | None = None,
+    images: bool = True,
 ) -> PreparedDataset:
-    """Images and FOVs of `splits`, ground truth of `truth_splits` only.
+    """Images (unless `images` is False) and FOVs of `splits`, ground truth of `truth_splits` only.
 
     The test split's ground truth is not in the dataset artifact at all: it comes from `test_labels` (the
     separate artifact, see `resolve_test_labels`), which only the scoring stages are given.
     """
     if TEST_SPLIT in truth_splits and test_labels is None:
         raise DataError(f"the {TEST_SPLIT} split's ground truth is its own artifact: give the test_labels input")
-    fetch_splits(store, ref, local, splits, truth_splits)
+    fetch_splits(store, ref, local, splits, truth_splits, images=images)
     if test_labels is not None:
-        fetch_dir(label_store(store), test_labels, local / TEST_LABELS_DIR)
+        # Not through the machine's shared cache: test ground truth stays in the scoring stage's own scratch.
+        fetch_dir(label_store(store), test_labels, local / TEST_LABELS_DIR, cache=False)
     return PreparedDataset(local)
 
 

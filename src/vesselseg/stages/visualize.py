@@ -9,13 +9,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
-from vesselseg.errors import StorageError
+from vesselseg.errors import DataError, StorageError
 from vesselseg.report import ReportConfig, build_report
 from vesselseg.stages.contract import Emitted, File, Input, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.stages.test_labels import label_store
-from vesselseg.storage import InputRef, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
+from vesselseg.storage import InputRef, Manifest, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
 
 NAME = "visualize"
@@ -108,6 +108,25 @@ def _test_label_access(store: ObjectStore, refs: dict[str, InputRef], labels: In
     return rows
 
 
+def _check_evaluated(
+    evaluation: Manifest, where: InputRef, dataset: InputRef, predictions: list[InputRef], labels: InputRef | None
+) -> None:
+    """The report draws the evaluation's per-image numbers beside the maps it is given: both must be of the inputs
+    the evaluation's manifest pins (by hash), or the pictures would show other predictions than the numbers."""
+    pinned = {name: ref.manifest_sha256 for name, ref in evaluation.inputs.items()}
+    scored = {sha for name, sha in pinned.items() if name.startswith("predictions:")}
+    others = [f"prediction set {r.uri}" for r in predictions if r.manifest_sha256 not in scored]
+    if pinned.get("dataset") != dataset.manifest_sha256:
+        others.insert(0, f"dataset {dataset.uri}")
+    if labels is not None and pinned.get("test_labels") != labels.manifest_sha256:
+        others.append(f"test labels {labels.uri}")
+    if others:
+        raise DataError(
+            f"the evaluation {where.uri} did not score the {', '.join(others)}: its manifest pins other inputs; "
+            "give the report the inputs that evaluation scored"
+        )
+
+
 def run(config: Config, store: ObjectStore | None = None) -> Result:
     store = store or ObjectStore()
     started = time.perf_counter()
@@ -118,6 +137,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         refs["training"] = resolve(store, config.training)
     labels_ref = resolve_test_labels(store, config.test_labels)
     evaluation = read_manifest(store, refs["evaluation"])
+    _check_evaluated(evaluation, refs["evaluation"], refs["dataset"], prediction_refs, labels_ref)
     split = evaluation.config.get("evaluate", {}).get("split", "test")
     with scratch_dir(NAME) as scratch:
         dataset = fetch_dataset(store, refs["dataset"], scratch / "dataset", [split], [split], labels_ref)

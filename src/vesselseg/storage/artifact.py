@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vesselseg import __version__
 from vesselseg.config import ConfigModel
 from vesselseg.errors import StorageError
+from vesselseg.storage import cache as artifact_cache
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
 from vesselseg.storage.paths import inside, path_problem
 
@@ -146,6 +147,7 @@ def publish_dir(
     if unchanged is not None:
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
                  len(files))  # fmt: skip
+        artifact_cache.seed(unchanged[0].manifest_sha256, local_dir, unchanged[1].files)
         return unchanged
     nested = [key for key in store.list(prefix) if key.endswith("/" + MANIFEST) and key != manifest_key]
     if nested:
@@ -170,7 +172,9 @@ def publish_dir(
     # Validated as readers will validate it (files were appended unchecked).
     blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
-    return InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest()), manifest
+    ref = InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest())
+    artifact_cache.seed(ref.manifest_sha256, local_dir, manifest.files)
+    return ref, manifest
 
 
 def _previous_files(store: ObjectStore, manifest_key: str) -> list[FileEntry]:
@@ -234,7 +238,10 @@ def resolve(store: ObjectStore, ref: InputRef | str) -> InputRef:
 def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
     """The manifest of a published artifact; refuses a prefix without one, one that changed since `ref`, or one that
     does not validate (an unsafe file path, say)."""
-    uri, blob = _manifest_blob(store, ref)
+    return _parse_manifest(*_manifest_blob(store, ref))
+
+
+def _parse_manifest(uri: str, blob: bytes) -> Manifest:
     try:
         return Manifest.model_validate_json(blob)
     except ValidationError as err:
@@ -242,22 +249,34 @@ def read_manifest(store: ObjectStore, ref: InputRef | str) -> Manifest:
         raise StorageError(f"{uri}{MANIFEST} is not a valid manifest: {problems}") from err
 
 
-def fetch_dir(store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None) -> Manifest:
-    """Download a published artifact (or the listed files of it) and verify every byte against its manifest."""
-    manifest = read_manifest(store, ref)
-    uri = ref.uri if isinstance(ref, InputRef) else ref
-    prefix = store.key_of(uri.rstrip("/") + "/")
+def fetch_dir(
+    store: ObjectStore, ref: InputRef | str, local_dir: Path, only: list[str] | None = None, cache: bool = True
+) -> Manifest:
+    """Put a published artifact's files (or the listed ones) in `local_dir`, each verified against its manifest.
+
+    With `cache` (the default) they come from this machine's artifact cache (`storage.cache`), which downloads only
+    what it lacks; without, straight from the store (for data that must not stay on the machine's shared disk).
+    """
+    uri, blob = _manifest_blob(store, ref)
+    manifest = _parse_manifest(uri, blob)
+    prefix = store.key_of(uri)
+    what = f"{uri}{MANIFEST}"
     wanted = manifest.files if only is None else [manifest.file(p) for p in only]
-    for entry in wanted:
-        target = inside(local_dir, entry.path, f"{uri.rstrip('/')}/{MANIFEST}")
-        if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
-            continue
-        store.download_file(
-            prefix + entry.path,
-            target,
-            expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
-            root=local_dir,
-        )
+    if cache:
+        folder = artifact_cache.fill(store, prefix, hashlib.sha256(blob).hexdigest(), wanted, what)
+        artifact_cache.link_into(folder, wanted, local_dir, what)
+    else:
+        for entry in wanted:
+            target = inside(local_dir, entry.path, what)
+            if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+                continue
+            store.download_file(
+                prefix + entry.path,
+                target,
+                expected=FileEntry(path=prefix + entry.path, sha256=entry.sha256, size=entry.size),
+                root=local_dir,
+            )
+    local_dir.mkdir(parents=True, exist_ok=True)
     (local_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     return manifest
 

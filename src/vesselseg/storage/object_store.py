@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vesselseg.errors import IntegrityError, StorageError
 from vesselseg.storage.paths import check_inside
 from vesselseg.storage.settings import StoreSettings
+from vesselseg.storage.transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class ObjectStore:
             http_client=http,
         )
         self.bucket = self.settings.bucket
+        self.transfers = Transfers()
 
     # ----- naming -----
     def uri(self, key: str) -> str:
@@ -176,7 +179,8 @@ class ObjectStore:
         With `root`, `path` and its temporary name must both resolve inside `root` (the folder a download was asked
         to fill); either way the temporary file is created afresh, never opened through a link already there.
         """
-        partial = path.with_name(path.name + ".part")
+        # Unique per process and call: concurrent stages filling one cache never share a temporary file.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
         if root is not None:
             for target in (path, partial):
                 check_inside(root, target, f"download of {self.uri(key)}")
@@ -205,6 +209,7 @@ class ObjectStore:
                 f"size {expected.size}, object has sha256 {got.sha256[:12]}… size {got.size}"
             )
         os.replace(partial, path)
+        self.transfers.record(key, got.size)
         return got
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
@@ -238,7 +243,9 @@ class ObjectStore:
                 response.close()
                 response.release_conn()
 
-        return self._call("download", key, get)
+        data, etag = self._call("download", key, get)
+        self.transfers.record(key, len(data), kind="object")
+        return data, etag
 
     def get_bytes(self, key: str) -> bytes:
         def get() -> bytes:
@@ -249,7 +256,9 @@ class ObjectStore:
                 response.close()
                 response.release_conn()
 
-        return self._call("download", key, get)
+        data = self._call("download", key, get)
+        self.transfers.record(key, len(data), kind="object")
+        return data
 
     def exists(self, key: str) -> bool:
         def stat() -> bool:
