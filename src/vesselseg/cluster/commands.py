@@ -15,6 +15,7 @@ from typing import Any
 from vesselseg.cluster.client import KfpError, KfpSession, KfpTarget, Schedule, version_name
 from vesselseg.config import apply_overrides
 from vesselseg.opt_ins import refuse_in_parameters
+from vesselseg.recipes import add_recipe_option, with_recipe
 
 DEFAULT_PIPELINE = "vesselseg"
 DEFAULT_EXPERIMENT = "vesselseg"
@@ -56,7 +57,7 @@ def _submit(args: argparse.Namespace) -> int:
     run_id = session.submit(
         args.experiment,
         run_name,
-        _params(args.set),
+        _params(with_recipe(args.recipe, args.set)),
         pipeline_name=None if args.package else args.name,
         version_id=args.version_id,
         package=args.package,
@@ -81,7 +82,7 @@ def _schedule(args: argparse.Namespace) -> int:
         schedule,
         args.experiment,
         args.name,
-        _params(args.set),
+        _params(with_recipe(args.recipe, args.set)),
         version_id=args.version_id,
         replace=args.replace,
         service_account=args.service_account,
@@ -121,6 +122,7 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--run-name")
     submit.add_argument("--service-account", help="Kubernetes service account of the run's pods")
     submit.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
+    add_recipe_option(submit)
     submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
     submit.add_argument("--timeout-s", type=float, default=24 * 3600)
     submit.set_defaults(func=_submit)
@@ -136,5 +138,6 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
     sched.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     sched.add_argument("--service-account", help="Kubernetes service account of the runs' pods")
     sched.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
+    add_recipe_option(sched)
     sched.add_argument("--replace", action="store_true", help="delete a recurring run of the same name first")
     sched.set_defaults(func=_schedule)
