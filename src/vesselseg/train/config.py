@@ -103,8 +103,8 @@ class FinetuneConfig(ConfigModel):
     activation_checkpointing: bool = False
     torch_compile: Literal["off", "encoders", "encoders_and_llm"] = Field(
         "off",
-        description="torch.compile the frozen image encoders (InternViT, SAM2's Hiera), and each LLM decoder layer "
-        "too (LoRA inside); compiles for a minute or two per launch; GPUs and ZeRO-2 only",
+        description="encoders: torch.compile the frozen image encoders (InternViT, SAM2's Hiera); encoders_and_llm: "
+        "each LLM decoder layer too, LoRA inside; a minute or two of compilation per launch; GPUs and ZeRO-2 only",
     )
     fused_encoder_gelu: bool | None = Field(
         None,
