@@ -22,7 +22,7 @@ RUNNER ?= subprocess
 
 demo: setup
 	@if [ "$(RUNNER)" = docker ]; then docker/engine.sh start >/dev/null; fi
-	$(BIN)/vesselseg run-local --runner $(RUNNER)
+	$(BIN)/vesselseg run-local --recipe demo-cpu --runner $(RUNNER)
 
 # Headless Chromium renders the HTML report in a test; Debian's package, installed when we are root.
 system-deps:
@@ -45,7 +45,7 @@ store-up: setup
 store-down: setup
 	$(BIN)/vesselseg store down
 
-# --- images and cluster (see README "Containers" and docs/kubeflow.md; a KFP host for the cluster targets) ---
+# --- images and cluster (see docker/README.md and docs/kubeflow.md; a KFP host for the cluster targets) ---
 CLUSTER_CONFIG ?= manifests/cluster-config.yaml
 RUN_ARGS ?=
 CRON ?= 0 0 3 * * 1

@@ -394,6 +394,41 @@ def test_cli_upload_submit_schedule(fake: FakeKfpApiServer, package: Path, monke
     assert fake.recurring[scheduled["recurring_run_id"]]["display_name"] == "vesselseg-retrain"
 
 
+def test_cli_submit_and_schedule_take_a_recipe_and_set_wins(
+    fake: FakeKfpApiServer, package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vesselseg.config import ConfigError, apply_overrides
+    from vesselseg.recipes import load_recipe
+
+    monkeypatch.setenv("KFP_HOST", fake.url)
+    monkeypatch.setenv("KFP_TOKEN", "s3cret")
+    parser = argparse.ArgumentParser()
+    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
+    session(fake).upload(package, "vesselseg", "v1")
+    recipe = load_recipe("drive-official-26b").parameters
+    expected = apply_overrides(yaml.safe_load(yaml.safe_dump(recipe)), ["finetune_overrides.training.steps=20"])
+    assert expected != recipe
+
+    submit = parser.parse_args(
+        ["submit", "--recipe", "drive-official-26b", "--set", "finetune_overrides.training.steps=20"]
+    )
+    with redirect_stdout(io.StringIO()):
+        assert submit.func(submit) == 0
+    (run,) = fake.runs.values()
+    assert run["runtime_config"]["parameters"] == expected
+
+    schedule = parser.parse_args(["schedule", "--cron", "0 0 3 * * 1", "--recipe", "sa2va-4b-h100x4"])
+    with redirect_stdout(io.StringIO()):
+        assert schedule.func(schedule) == 0
+    (recurring,) = fake.recurring.values()
+    assert recurring["runtime_config"]["parameters"] == load_recipe("sa2va-4b-h100x4").parameters
+
+    unknown = parser.parse_args(["submit", "--recipe", "sa2va-4b-h100x8"])
+    with pytest.raises(ConfigError, match="unknown recipe 'sa2va-4b-h100x8'; known recipes .*sa2va-4b-h100x4"):
+        unknown.func(unknown)
+    assert len(fake.runs) == 1
+
+
 def test_clear_errors_for_refused_token_missing_token_and_unreachable_host(
     fake: FakeKfpApiServer, tmp_path: Path
 ) -> None:

@@ -1,4 +1,4 @@
-"""The training benchmarks' own code paths on the CPU with the tiny preset (the GPU numbers are in the README)."""
+"""The training benchmarks' own code paths on the CPU with the tiny preset (GPU numbers: benchmarks/results/)."""
 
 from __future__ import annotations
 

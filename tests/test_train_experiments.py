@@ -1,4 +1,4 @@
-"""The fine-tuning experiment scripts whose numbers the README reports: the thin-vessel definition, and both
+"""The fine-tuning experiment scripts whose numbers docs/measured.md reports: the thin-vessel definition, and both
 scripts end to end for a couple of steps (the real stage, the real store)."""
 
 from __future__ import annotations

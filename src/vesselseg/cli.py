@@ -12,6 +12,7 @@ from pathlib import Path
 from vesselseg.cluster.commands import add_cluster_commands
 from vesselseg.config import load_config
 from vesselseg.errors import VesselsegError
+from vesselseg.recipes import add_recipe_option, with_recipe
 from vesselseg.stages import STAGES, stage_contract
 
 
@@ -51,7 +52,7 @@ def _run_local(args: argparse.Namespace) -> int:
             os.environ[ENV[name]] = "true"
     run_local(
         pipeline_file=args.pipeline,
-        overrides=args.set,
+        overrides=with_recipe(args.recipe, args.set),
         out_dir=args.out,
         cache=not args.no_cache,
         runner=args.runner,
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("run-local", help="run the pipeline through kfp.local against the embedded store")
     local.add_argument("--pipeline", type=Path, default=Path("pipeline.py"))
     local.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
+    add_recipe_option(local)
     local.add_argument("--out", type=Path, default=Path("runs"), help="where the run's summary and report go")
     local.add_argument("--no-cache", action="store_true", help="re-run every task")
     local.add_argument(

@@ -14,6 +14,7 @@ from typing import Any
 
 from vesselseg.cluster.client import KfpError, KfpSession, KfpTarget, Schedule, version_name
 from vesselseg.config import apply_overrides
+from vesselseg.recipes import add_recipe_option, with_recipe
 from vesselseg.run_parameters import check_run_parameters
 
 DEFAULT_PIPELINE = "vesselseg"
@@ -51,7 +52,7 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    params = _params(args.set)
+    params = _params(with_recipe(args.recipe, args.set))
     session = _session(args)
     run_name = args.run_name or f"{args.name} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"
     run_id = session.submit(
@@ -74,7 +75,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    params = _params(args.set)
+    params = _params(with_recipe(args.recipe, args.set))
     try:
         schedule = Schedule(name=args.schedule_name, cron=args.cron)
     except ValueError as err:
@@ -123,6 +124,7 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--run-name")
     submit.add_argument("--service-account", help="Kubernetes service account of the run's pods")
     submit.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
+    add_recipe_option(submit)
     submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded")
     submit.add_argument("--timeout-s", type=float, default=24 * 3600)
     submit.set_defaults(func=_submit)
@@ -138,5 +140,6 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
     sched.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     sched.add_argument("--service-account", help="Kubernetes service account of the runs' pods")
     sched.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="pipeline parameter")
+    add_recipe_option(sched)
     sched.add_argument("--replace", action="store_true", help="delete a recurring run of the same name first")
     sched.set_defaults(func=_schedule)

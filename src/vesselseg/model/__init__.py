@@ -1,4 +1,4 @@
-"""Sa2VA-architecture referring segmentation on stock transformers classes (see MODEL_CARD.md)."""
+"""Sa2VA-architecture referring segmentation on stock transformers classes (model card: docs/model.md)."""
 
 from transformers import AutoConfig, AutoModel
 

@@ -226,7 +226,7 @@ def _tiny(sam2: Sam2Config | None = None) -> dict:
 
 
 def _tiny_refined() -> dict:
-    """`tiny` for 512-px fundus images, with the thin-vessel refiner Sa2VA does not have (MODEL_CARD.md): SAM2 reads the
+    """`tiny` for 512-px fundus images, with the thin-vessel refiner Sa2VA does not have (docs/model.md): SAM2 reads the
     image at 512 px through an 8-px patch stride, so its encoder costs what `tiny`'s costs at 256 px, and the refiner
     draws the mask at 512 px, where 1–2 px vessels exist. What the demo fine-tunes."""
     return _tiny(_tiny_sam2(image_size=512, patch_stride=8)) | {"mask_refiner_channels": 16, "mask_refiner_layers": 3}

@@ -98,21 +98,19 @@ class FinetuneConfig(ConfigModel):
     fused_adam: bool | None = Field(
         None,
         description="torch's AdamW as one fused kernel (true) or per-operation multi-tensor kernels (false); "
-        "null: fused on GPUs (an sa2va-4b optimizer step took 48 instead of 61 ms on an H100), multi-tensor on the "
-        "CPU",
+        "null: fused on GPUs, multi-tensor on the CPU",
     )
     activation_checkpointing: bool = False
     torch_compile: Literal["off", "encoders", "encoders_and_llm"] = Field(
         "off",
-        description="torch.compile the frozen image encoders (InternViT, SAM2's Hiera), and each LLM decoder layer "
-        "too: on an H100 a sa2va-4b step at micro-batch 16 took 13 % less with the LLM layers than with the encoders "
-        "alone (benchmarks/results/train_profile.md), for a minute or two of compilation per launch; GPUs, ZeRO-2",
+        description="encoders: torch.compile the frozen image encoders (InternViT, SAM2's Hiera); encoders_and_llm: "
+        "each LLM decoder layer too, LoRA inside; a minute or two of compilation per launch; GPUs and ZeRO-2 only",
     )
     fused_encoder_gelu: bool | None = Field(
         None,
         description="compute GELU inside the first matmul of the frozen image encoders' MLPs (cuBLASLt's epilogue: "
         "the tanh form of GELU, at most 4.7e-4 from the exact GELU they were trained with) instead of as a pass of "
-        "its own: on an H100 a sa2va-4b step took 4 % less (benchmarks/results/encoder_gelu.md); null: on GPUs",
+        "its own; null: on GPUs",
     )
     seed: int = Field(0, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
