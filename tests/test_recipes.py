@@ -10,7 +10,6 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from vesselseg import cli
-from vesselseg.cluster.champion import PromoteConfig
 from vesselseg.config import ConfigError, apply_overrides
 from vesselseg.local_run import load_pipeline
 from vesselseg.recipes import RECIPES_DIR, known_recipes, load_recipe, with_recipe
@@ -23,9 +22,8 @@ MEASUREMENT_WORDS = ("H100", "samples/s", "s/step", "TFLOP", "images/s")
 
 
 def stage_config(parameter: str) -> type[BaseModel]:
-    """`finetune_overrides` → the finetune stage's Config (`promote_overrides` → PromoteConfig)."""
-    stage = parameter.removesuffix("_overrides").replace("_", "-")
-    return PromoteConfig if stage == "promote" else stage_module(stage).Config
+    """`finetune_overrides` → the finetune stage's Config."""
+    return stage_module(parameter.removesuffix("_overrides").replace("_", "-")).Config
 
 
 def stage_problems(parameter: str, overrides: dict[str, Any]) -> list[str]:
