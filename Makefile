@@ -1,4 +1,5 @@
-# vesselseg: `make demo` runs the whole pipeline locally; `make test` runs the test suite.
+# vesselseg: `make demo` runs the whole pipeline locally; `make test` runs the test suite (both tiers, tests/README.md),
+# `make test-fast` its unit tier.
 # Both install what they need first (`make setup`, idempotent). `make images` builds the container images and
 # `make demo RUNNER=docker` runs every task in its own container of them.
 SHELL := /bin/bash
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test compile store-up store-down clean
+.PHONY: setup system-deps demo test test-fast compile store-up store-down clean
 
 setup: $(STAMP)
 
@@ -31,10 +32,13 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: install Debian's chromium package for the report screenshot test"; exit 1; fi; }
 
-# The container tier (tests/test_containers.py) installs and starts a Docker engine itself where it is root on
-# Debian, or reports itself skipped with the reason (-rs prints it).
+# The container tests (tests/integration/test_containers.py) install and start a Docker engine where we are root on
+# Debian, or report themselves skipped with the reason (-rs prints it).
 test: setup system-deps
-	VESSELSEG_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -rs
+	VESSELSEG_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -rs tests/unit tests/integration
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -rs tests/unit
 
 compile: setup
 	$(BIN)/vesselseg compile --out build/pipeline.yaml

@@ -16,7 +16,7 @@ transformers 4.4x:
 `both` runs the two in one process when the installed transformers runs the official code. Agreement means the
 same answer text and masks whose IoU is close to 1 (bf16 kernels differ between the two implementations, so a
 few boundary pixels may flip). The same comparison on tiny random checkpoints of both
-families, stage by stage, is benchmarks/official_tiny.py with tests/test_official_parity.py.
+families, stage by stage, is benchmarks/official_tiny.py with tests/unit/test_official_parity.py.
 """
 
 import argparse

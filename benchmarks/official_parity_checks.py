@@ -1,4 +1,4 @@
-"""Each check of tests/test_official_parity.py on its own, for whichever vesselseg is importable: the record of
+"""Each check of tests/unit/test_official_parity.py on its own, for whichever vesselseg is importable: the record of
 which checks fail on code from before the parity fixes (the test stops at a case's first failure).
 
     PYTHONPATH=src .venv/bin/python benchmarks/official_parity_checks.py

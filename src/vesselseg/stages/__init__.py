@@ -4,7 +4,8 @@ contract (vesselseg.stages.contract).
 The registry maps the stage's name (CLI verb, KFP component, pipeline task) to the module; modules are imported
 only when a stage is asked for, because their libraries (torch, transformers) are heavy. For what must answer
 at once (the pipeline's components, the check of run parameters) the contracts are also kept as data in
-`contracts.json`, written by `python -m vesselseg.stages` and compared with the code by tests/test_stage_contract.py.
+`contracts.json`, written by `python -m vesselseg.stages` and compared with the code by
+tests/unit/test_stage_contract.py.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ DeepSpeed saves rank files with `torch.save` and reads them back with `torch.loa
 whatever a crafted file's pickle asks for. Every read of a checkpoint here (conversion, parity, resume) is
 `weights_only=True` with an allow-list of the DeepSpeed types its ZeRO-2/3 checkpoints really hold, found by reading
 checkpoints DeepSpeed 0.19.8 wrote (CPU, gloo; fp32 and bf16; full and LoRA recipes; the finetune stage's own with its
-scheduler); tests/test_train_safe_load.py checks the list against fresh ones. A file that needs anything else is
-refused, naming the file and the opt-in.
+scheduler); tests/integration/test_train_safe_load.py checks the list against fresh ones. A file that needs anything
+else is refused, naming the file and the opt-in.
 """
 
 from __future__ import annotations

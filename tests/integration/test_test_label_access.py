@@ -23,7 +23,7 @@ from vesselseg.stages.test_labels import LabelStoreSettings, label_store
 from vesselseg.storage import ObjectStore, StoreSettings, read_manifest
 from vesselseg.storage.server import weed_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = {
     "REPLACE_WITH_ACCESS_KEY": "pipelinekey",
     "REPLACE_WITH_SECRET_KEY": "pipelinesecret",

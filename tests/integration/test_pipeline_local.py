@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_DAG
 
+from tests.conftest import SHORT_DAG
 from vesselseg.local_run import run_local
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

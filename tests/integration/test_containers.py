@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_DAG
 
+from tests.conftest import SHORT_DAG
 from vesselseg.storage import ObjectStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "docker" / "engine.sh"
 VESSELSEG = Path(sys.executable).parent / "vesselseg"
 TASKS = {"data-prep", "finetune", "convert", "infer", "baseline", "evaluate", "visualize", "promote"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 GLUE = ("vesselseg.kfp_glue", "vesselseg.run_parameters", "vesselseg.cli", "vesselseg.local_run",
         "vesselseg.container_runner", "vesselseg.cluster", "components", "pipeline")  # fmt: skip

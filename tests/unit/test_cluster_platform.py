@@ -24,7 +24,7 @@ from vesselseg.cluster.platform import (
 from vesselseg.config import ConfigError
 from vesselseg.local_run import compile_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPU = "registry.example/vesselseg-cpu@sha256:" + "a" * 64
 GPU = "registry.example/vesselseg-cuda@sha256:" + "b" * 64
 TRAINJOB = "registry.example/vesselseg-trainjob@sha256:" + "c" * 64

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.loss_experiment import thin_zone
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TWO_STEPS = {"steps": 2, "val_every": 2, "checkpoint_every": 2, "log_every": 1}
 
 

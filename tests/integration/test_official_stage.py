@@ -4,8 +4,8 @@ import json
 
 import pytest
 import yaml
-from test_official_layout import TINY_SAM2, write_official_folder
 
+from tests.unit.test_official_layout import TINY_SAM2, write_official_folder
 from vesselseg.config import load_config
 from vesselseg.model import Sa2VAModel, Sa2VAProcessor
 from vesselseg.model.official import REPORT

@@ -13,7 +13,7 @@ from vesselseg.cli import main
 from vesselseg.config import ConfigError, load_config
 from vesselseg.local_run import compile_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Inner(BaseModel):

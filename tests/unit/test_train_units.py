@@ -189,10 +189,7 @@ def test_sam2_geometry_sets_the_mask_resolution(geometry: dict, logits: int) -> 
         load_base_model("preset:tiny", sam2=Sam2Geometry(image_size=96, patch_stride=8))
 
 
-def test_base_model_specs_that_cannot_work_are_refused(store) -> None:
-    # The library only looks the import up; importing is the finetune stage's work (tests/test_train_stage.py).
-    with pytest.raises(TrainingError, match="official:Sa2VA-4B has no native import.*finetune stage imports it"):
-        load_base_model("official:Sa2VA-4B", store=store)
+def test_base_model_specs_that_cannot_work_are_refused() -> None:
     with pytest.raises(TrainingError, match="must be preset:<name>, an s3:// model folder"):
         load_base_model("/models/sa2va")
     with pytest.raises(TrainingError, match="unknown preset 'huge'"):

@@ -35,7 +35,7 @@ from vesselseg.local_run import compile_pipeline
 from vesselseg.storage import ObjectStore
 
 API = "/apis/v2beta1"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeKfpApiServer:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_gpu import build_model, count_flops, flops_of_micro_batch, make_batch  # noqa: E402
 from train_profile import busy_ns, kernel_family  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 from vesselseg.train.errors import TrainingError
 from vesselseg.train.memory_plan import GIB, ParameterCount, check_fits, plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # sa2va-26b with the training recipe, as benchmarks/memory_plan.py counts it on the meta device.
 SA2VA_26B = ParameterCount(trained=1_951_000_000, frozen=25_611_000_000)
 H100_GIB = 79.6

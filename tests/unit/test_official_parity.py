@@ -41,7 +41,7 @@ from vesselseg.model.official import import_official
 from vesselseg.model.predict import predict
 from vesselseg.model.presets import build_preset
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "official"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 FAMILIES = ["internlm2", "qwen2"]
 IMAGES = list(EXPECTED["families"]["internlm2"]["images"])

@@ -19,7 +19,7 @@ from vesselseg.cluster.client import Schedule
 from vesselseg.cluster.commands import add_cluster_commands
 from vesselseg.cluster.platform import ClusterConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 K8S_VERSION = "1.32.0"
 OVERLAYS = {

@@ -2,7 +2,7 @@
 
 A typo in a stage's overrides must fail at once, naming the key, the stage and the valid keys, not when the task
 starts (after fine-tuning). submit and schedule talk to a KFP API server, which cannot run here: they go to
-`FakeKfpApiServer` (tests/test_cluster_client.py), and the test shows no request reached it.
+`FakeKfpApiServer` (tests/integration/test_cluster_client.py), and the test shows no request reached it.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cluster_client import FakeKfpApiServer
 
+from tests.integration.test_cluster_client import FakeKfpApiServer
 from vesselseg import cli, local_run
 from vesselseg.cluster.commands import add_cluster_commands
 from vesselseg.config import ConfigError
 from vesselseg.opt_ins import OptInError
 from vesselseg.run_parameters import check_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TYPO = "visualize_overrides.report.dpii=300"
 
 

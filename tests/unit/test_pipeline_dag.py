@@ -19,7 +19,7 @@ from vesselseg.cluster.platform import (
 )
 from vesselseg.local_run import compile_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PINNED = "registry.example/vesselseg@sha256:" + "a" * 64
 
 

@@ -31,6 +31,7 @@ from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
 from vesselseg.storage.settings import work_dir
 from vesselseg.train import TrainingError
+from vesselseg.train.base_model import load_base_model
 from vesselseg.train.launch import run_workers
 
 pytestmark = pytest.mark.slow
@@ -328,3 +329,9 @@ def test_store_down_at_checkpoint_time_fails_loudly_and_keeps_the_last_checkpoin
     assert (tmp_path / "checkpoint" / "latest").read_text().strip() == f"global_step{steps[-1]}"
     with pytest.raises(StorageError):
         ObjectStore().check()
+
+
+def test_an_official_base_model_not_imported_yet_is_refused_by_the_library(store) -> None:
+    # The library only looks the import up in the store; importing is the finetune stage's work (above).
+    with pytest.raises(TrainingError, match="official:Sa2VA-4B has no native import.*finetune stage imports it"):
+        load_base_model("official:Sa2VA-4B", store=store)

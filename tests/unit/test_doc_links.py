@@ -15,7 +15,7 @@ import pytest
 
 from vesselseg.recipes import known_recipes, load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Folders of tools and outputs (.gitignore), never the project's documents.
 SKIPPED = {".git", ".venv", ".work", ".whl", ".pytest_cache", "build", "runs", "node_modules", "__pycache__"}
 

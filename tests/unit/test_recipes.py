@@ -1,5 +1,5 @@
 """Named recipes (recipes/*.yaml): each loads, its parameters are valid pipeline parameters and stage configs, and
-`--recipe` reaches run-local with explicit `--set` options winning. submit/schedule: tests/test_cluster_client.py."""
+`--recipe` reaches run-local with explicit `--set` options winning. submit/schedule: tests/integration/test_cluster_client.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from vesselseg.local_run import load_pipeline
 from vesselseg.recipes import RECIPES_DIR, known_recipes, load_recipe, with_recipe
 from vesselseg.stages import stage_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = known_recipes()
 # Numbers measured on some machine belong in a recipe or benchmarks/results/, not in what a field is.
 MEASUREMENT_WORDS = ("H100", "samples/s", "s/step", "TFLOP", "images/s")

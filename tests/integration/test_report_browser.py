@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report_build import PipelineRun, build, pipeline_run  # noqa: F401  (session fixture)
+
+from tests.unit.test_report_build import PipelineRun, build, pipeline_run  # noqa: F401  (session fixture)
 
 SCREEN_WIDTH = 1280
 MAX_SCREENSHOT_HEIGHT = 16000
