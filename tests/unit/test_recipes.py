@@ -1,5 +1,6 @@
 """Named recipes (recipes/*.yaml): each loads, its parameters are valid pipeline parameters and stage configs, and
-`--recipe` reaches run-local with explicit `--set` options winning. submit/schedule: tests/integration/test_cluster_client.py."""
+`--recipe` reaches run-local with explicit `--set` options winning. submit/schedule:
+tests/integration/test_cluster_client.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The unit tier's rule holds: a process or a network connection fails the test that tries it (tests/unit/conftest.py)."""
+"""The unit tier's rule holds: a process or a network connection fails the test that tries it (unit/conftest.py)."""
 
 import socket
 import subprocess
