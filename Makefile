@@ -20,10 +20,19 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 RUNNER ?= subprocess
+# QUICK=1: the same DAG with a model fine-tuned QUICK_STEPS steps instead of FinetuneConfig's default: a few minutes,
+# and a weaker model; it says so before and after the run (benchmarks/results/demo_profile.md).
+QUICK ?=
+QUICK_STEPS ?= 100
+QUICK_NOTE := QUICK=1: a weaker model, fine-tuned $(QUICK_STEPS) steps instead of the demo's default to finish in a \
+	few minutes; it is not expected to beat Frangi. Plain make demo trains the model that does.
+DEMO_ARGS := $(if $(filter 1,$(QUICK)),--set finetune_overrides.training.steps=$(QUICK_STEPS))
 
 demo: setup
 	@if [ "$(RUNNER)" = docker ]; then docker/engine.sh start >/dev/null; fi
-	$(BIN)/vesselseg run-local --recipe demo-cpu --runner $(RUNNER)
+	@$(if $(filter 1,$(QUICK)),echo "$(QUICK_NOTE)")
+	$(BIN)/vesselseg run-local --recipe demo-cpu --runner $(RUNNER) $(DEMO_ARGS)
+	@$(if $(filter 1,$(QUICK)),echo; echo "$(QUICK_NOTE)")
 
 # Headless Chromium renders the HTML report in a test; Debian's package, installed when we are root.
 system-deps:

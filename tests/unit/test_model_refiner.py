@@ -84,3 +84,22 @@ def test_a_refiner_added_to_a_saved_model_starts_as_plain_upsampling(tmp_path):
     assert torch.count_nonzero(refined.mask_refiner.output.weight) == 0
     first = refined.mask_refiner.body[0].weight
     assert first.std() > 0.05  # Kaiming-uniform for 4 × 3 × 3 inputs: about 0.096
+
+
+def test_the_refiner_convolves_channels_last_with_the_values_of_the_contiguous_form():
+    """Channels-last halved the refiner's CPU time (benchmarks/results/demo_profile.md); the layout must not change
+    what it computes."""
+    torch.manual_seed(0)
+    refiner = build_preset("tiny", mask_refiner_channels=8)[0].mask_refiner
+    torch.nn.init.normal_(refiner.output.weight, std=0.1)  # a trained head: its correction is not zero
+    layouts = []
+    refiner.body[0].register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    logits, images = torch.randn(2, 16, 16), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        refined = refiner(logits, images)
+        upsampled = F.interpolate(logits[:, None], size=(64, 64), mode="bilinear", align_corners=False)
+        contiguous = upsampled + refiner.output(refiner.body(torch.cat([images, upsampled], dim=1)))
+    assert layouts == [True, False]  # the refiner's call, then the contiguous reference
+    torch.testing.assert_close(refined, contiguous[:, 0], rtol=1e-5, atol=1e-5)

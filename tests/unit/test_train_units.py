@@ -19,7 +19,7 @@ from vesselseg.train.config import Sam2Geometry
 from vesselseg.train.data import DataOrder, augment
 from vesselseg.train.engine import deepspeed_config, lr_factor, prepare_model
 from vesselseg.train.launch import worker_env
-from vesselseg.train.loop import check_finite
+from vesselseg.train.loop import check_finite, forward_context
 
 
 def _global_batches(order: DataOrder, step: int, world: int, accumulation: int) -> list[list[int]]:
@@ -228,3 +228,15 @@ def test_gpu_workers_get_growable_allocator_segments_unless_the_user_chose(monke
     assert "PYTORCH_CUDA_ALLOC_CONF" not in worker_env(2, on_gpu=False)
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
     assert worker_env(2, on_gpu=True)["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
+
+
+@pytest.mark.parametrize(
+    ("autocast", "on_gpu", "enabled"), [("bf16", False, True), ("off", False, False), ("bf16", True, False)]
+)
+def test_cpu_autocast_runs_the_forward_in_bf16_only_where_asked(autocast: str, on_gpu: bool, enabled: bool) -> None:
+    config = FinetuneConfig(autocast=autocast)
+    with forward_context(config, on_gpu):
+        product = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert (product.dtype == torch.bfloat16) == enabled
+    # The autocast setting changes the trained weights, so it is part of the run key.
+    assert config.key_fields()["autocast"] == autocast

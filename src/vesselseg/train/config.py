@@ -68,8 +68,9 @@ class Sam2Geometry(ConfigModel):
 
 
 class FinetuneConfig(ConfigModel):
-    """The defaults are the demo: `tiny-refined` for 1000 steps on the synthetic fundus data, fp32 on the CPU; preset
-    and length were chosen by validation Dice only (benchmarks/results/finetune_loss_experiment.md)."""
+    """The defaults are the demo: `tiny-refined` for 1000 steps of 4 samples on the synthetic fundus data, fp32 on the
+    CPU; preset and length were chosen by validation Dice only (benchmarks/results/finetune_loss_experiment.md; a
+    500-step schedule fell short on validation, benchmarks/results/demo_profile.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -84,7 +85,7 @@ class FinetuneConfig(ConfigModel):
     sam2: Sam2Geometry = Field(default_factory=Sam2Geometry, description="presets only: SAM2's input geometry")
 
     steps: int = Field(1000, ge=1, description="optimizer steps")
-    micro_batch_size: int = Field(2, ge=1, description="samples per rank per forward pass")
+    micro_batch_size: int = Field(4, ge=1, description="samples per rank per forward pass")
     global_batch_size: int = Field(4, ge=1, description="samples per optimizer step, over all ranks")
     lr: float = Field(2e-3, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -99,6 +100,12 @@ class FinetuneConfig(ConfigModel):
         None,
         description="torch's AdamW as one fused kernel (true) or per-operation multi-tensor kernels (false); "
         "null: fused on GPUs, multi-tensor on the CPU",
+    )
+    autocast: Literal["off", "bf16"] = Field(
+        "off",
+        description="CPU only: the forward under torch.autocast(bfloat16) with fp32 weights, gradients and optimizer "
+        "state; a CPU with AMX (Intel Sapphire Rapids and later) runs convolutions and matmuls several times faster "
+        "in bf16 (benchmarks/results/demo_profile.md); without AMX or AVX512-BF16 it is slower",
     )
     activation_checkpointing: bool = False
     torch_compile: Literal["off", "encoders", "encoders_and_llm"] = Field(
@@ -131,7 +138,9 @@ class FinetuneConfig(ConfigModel):
     )
 
     log_every: int = Field(10, ge=1, description="console progress line every N steps (the JSONL has every step)")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    num_workers: int = Field(
+        1, ge=0, description="DataLoader worker processes per rank: 1 loads and augments the next batch during a step"
+    )
     cpu_processes: int = Field(1, ge=1, description="ranks on a machine without GPUs")
     gpus: int | None = Field(None, ge=1, description="ranks on a GPU machine; None: every visible GPU")
 

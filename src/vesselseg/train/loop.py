@@ -20,6 +20,7 @@ import os
 import resource
 import shutil
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from vesselseg.model import apply_training_recipe
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
 from vesselseg.train import checkpoint as ckpt
 from vesselseg.train.base_model import config_digest, fetch_base_model, load_base_model
+from vesselseg.train.config import FinetuneConfig
 from vesselseg.train.data import DataOrder, MicroBatches, loader, split_samples
 from vesselseg.train.engine import initialize
 from vesselseg.train.errors import TrainingError
@@ -77,6 +79,14 @@ def _peak_memory_gb(device: torch.device) -> float:
 
 def _seed_step(seed: int, step: int, micro_batch: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, step, micro_batch]).generate_state(1)[0]))
+
+
+def forward_context(config: FinetuneConfig, on_gpu: bool) -> AbstractContextManager[Any]:
+    """Where a training forward runs: under CPU bf16 autocast when `config.autocast` asks for it (GPUs train in
+    DeepSpeed's bf16 instead, see `precision`)."""
+    if config.autocast == "bf16" and not on_gpu:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def check_finite(step: int, loss: float, grad_norm: Any) -> None:
@@ -300,7 +310,8 @@ class Trainer:
                 raise TrainingError(f"data loader out of step: expected step {step}, got {batch_step}")
             _seed_step(self.config.seed, step, accumulation * self.world + self.rank)
             batch = batch.to(self.device, dtype)
-            output = engine(**batch)
+            with forward_context(self.config, self.device.type == "cuda"):
+                output = engine(**batch)
             engine.backward(output.loss)
             engine.step()
             has_cldice = output.mask_cldice_loss is not None
