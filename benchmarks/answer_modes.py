@@ -1,6 +1,6 @@
 """How often `generate` and `forced` give the same masks on a model fine-tuned here (the `auto` mode's choice).
 
-Fine-tuning here always supervises the fixed answer "It is [SEG]." (vesselseg.train), so such a model's config
+Fine-tuning here always supervises the fixed answer "It is [SEG]." (vesselseg.finetune), so such a model's config
 records `answer_mode: forced` and `auto` prediction forces that answer. This measures what the other mode would
 give: `tiny` is fine-tuned on synthetic fundus images (vesselseg.data.synthetic, the demo's data) with the
 project's recipe and loss for a fixed number of steps, then on held-out images `generate` (greedy, official

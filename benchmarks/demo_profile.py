@@ -5,8 +5,8 @@
 
 Unlike train_profile.py (a fixed batch through train_gpu.py's engine), this runs the demo's own path on one CPU
 rank: the synthetic dataset data-prep makes (prepared into a temporary folder), `MicroBatches` with the demo's
-augmentation, the `tiny-refined` preset through `vesselseg.train.engine.initialize` (DeepSpeed ZeRO-2, gloo) and
-`vesselseg.train.loop.forward_context` for the forward, so each FinetuneConfig setting is measured as the stage would
+augmentation, the `tiny-refined` preset through `vesselseg.finetune.engine.initialize` (DeepSpeed ZeRO-2, gloo) and
+`vesselseg.finetune.loop.forward_context` for the forward, so each FinetuneConfig setting is measured as the stage would
 run it. Several `--variant`s are interleaved round by round (other work on a shared machine slows them alike).
 
 Each phase is timed in wall seconds and in this process's CPU seconds: on a machine shared with other jobs the
@@ -62,12 +62,12 @@ def contiguous_refiner(model: torch.nn.Module) -> None:
 
 
 def run_variant(dataset, overrides: dict[str, Any], steps: int, warmup: int, ops: int) -> dict[str, Any]:
+    from vesselseg.finetune.base_model import load_base_model
+    from vesselseg.finetune.config import FinetuneConfig
+    from vesselseg.finetune.data import DataOrder, MicroBatches, loader, split_samples
+    from vesselseg.finetune.engine import initialize
+    from vesselseg.finetune.loop import forward_context
     from vesselseg.model import apply_training_recipe
-    from vesselseg.train.base_model import load_base_model
-    from vesselseg.train.config import FinetuneConfig
-    from vesselseg.train.data import DataOrder, MicroBatches, loader, split_samples
-    from vesselseg.train.engine import initialize
-    from vesselseg.train.loop import forward_context
 
     fields = {key: value for key, value in overrides.items() if key != "bench_nchw_refiner"}
     config = FinetuneConfig.model_validate({"steps": warmup + steps + (1 if ops else 0)} | fields)
@@ -142,7 +142,7 @@ def main() -> None:
     import deepspeed
 
     from vesselseg.data import DataPrepConfig, PreparedDataset, prepare_dataset
-    from vesselseg.train.worker import quiet_libraries
+    from vesselseg.finetune.worker import quiet_libraries
 
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)

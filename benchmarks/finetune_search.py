@@ -23,10 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vesselseg.finetune.checkpoint import LOG_FILE
+from vesselseg.finetune.log import TrainLog
 from vesselseg.stages import data_prep, finetune
 from vesselseg.storage import ObjectStore
-from vesselseg.train.checkpoint import LOG_FILE
-from vesselseg.train.log import TrainLog
 
 
 def one_run(name: str, training: dict, dataset: dict, prefix: str) -> dict:

@@ -7,7 +7,7 @@ Every run is the pipeline's own stages on the data-prep defaults (the synthetic 
 18 train / 6 val / 6 test):
   1. finetune (DeepSpeed, `--ranks` CPU ranks), convert (the final checkpoint to a Hugging Face folder) and infer (the
      validation and test images, teacher-forced [SEG]), each publishing its artifact under `--prefix`;
-  2. vesselseg.evaluation.evaluate scores the prediction set as the pipeline does: threshold = max pooled Dice on the
+  2. vesselseg.evaluate.evaluate scores the prediction set as the pipeline does: threshold = max pooled Dice on the
      validation split, test Dice = mean over test images inside the FOV (the demo table's number);
   3. thin-vessel Dice at the same threshold, pooled over the test images (definition below).
 The Frangi baseline (the baseline stage's method and threshold rule) is scored the same way. Nothing is tuned on
@@ -39,9 +39,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from vesselseg.baselines import FrangiConfig, frangi_predictions
+from vesselseg.baseline import FrangiConfig, frangi_predictions
 from vesselseg.data import PreparedDataset
-from vesselseg.evaluation import EvaluateConfig, evaluate
+from vesselseg.evaluate import EvaluateConfig, evaluate
 from vesselseg.metrics import confusion, image_counts, pool, scores
 from vesselseg.predictions import PredictionSet
 from vesselseg.stages import convert, data_prep, finetune, infer

@@ -1,4 +1,4 @@
-"""Per-GPU memory before activations for the Sa2VA presets under ZeRO-2 and ZeRO-3 (vesselseg/train/memory_plan.py).
+"""Per-GPU memory before activations for the Sa2VA presets under ZeRO-2 and ZeRO-3 (vesselseg/finetune/memory_plan.py).
 
     python benchmarks/memory_plan.py                               sa2va-1b/4b/8b/26b on 1-8 H100s (79.6 GiB)
     python benchmarks/memory_plan.py --presets sa2va-26b --gpu-gib 140.4 --activation-gib 4.1
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
+from vesselseg.finetune.base_model import load_base_model
+from vesselseg.finetune.memory_plan import GIB, ParameterCount, plan
 from vesselseg.model import apply_training_recipe
-from vesselseg.train.base_model import load_base_model
-from vesselseg.train.memory_plan import GIB, ParameterCount, plan
 
 H100_GIB = 81559 / 1024  # nvidia-smi's total on the H100 80GB HBM3 cards measured here
 

@@ -21,12 +21,12 @@ import numpy as np
 from machine import describe
 from PIL import Image
 
-from vesselseg.baselines import FrangiConfig, frangi_predictions
-from vesselseg.baselines.predict import dataset_files
+from vesselseg.baseline import FrangiConfig, frangi_predictions
+from vesselseg.baseline.predict import dataset_files
 from vesselseg.data import DataPrepConfig, PreparedDataset, SplitConfig, generate_fundus, prepare_dataset
-from vesselseg.evaluation import EvaluateConfig, evaluate
+from vesselseg.evaluate import EvaluateConfig, evaluate
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
-from vesselseg.report import build_report
+from vesselseg.visualize import build_report
 
 HEIGHT, WIDTH = 584, 565
 N_TEST = 100

@@ -5,7 +5,7 @@
 
 Workload: random weights (`sa2va-1b`, `sa2va-4b` with Sa2VA's recipe: LoRA r=128 on the frozen LLM, full
 `embed_tokens`/`lm_head` copies, frozen ViT and SAM2 encoder, trained projector, mask decoder and
-`text_hidden_fcs`), bf16, DeepSpeed with torch's AdamW (no JIT-built op: see vesselseg/train/engine.py), no
+`text_hidden_fcs`), bf16, DeepSpeed with torch's AdamW (no JIT-built op: see vesselseg/finetune/engine.py), no
 activation checkpointing unless --checkpointing. One sample = one fundus image as Sa2VA sees it: `--tiles` 448-px
 InternVL tiles (default 1: a DRIVE-sized image gets one tile, 256 image tokens), a prompt and answer of random
 token ids around them, one [SEG], the image at SAM2's 1024 px, and a 584×565 target mask (full-resolution loss for
@@ -58,8 +58,8 @@ PROMPT_TOKENS, ANSWER_TOKENS = 24, 6
 def build_model(preset: str, device: torch.device, dtype: torch.dtype, seed: int):
     """The preset with random weights and Sa2VA's training recipe, built as the finetune stage builds it, and its
     tokenizer."""
+    from vesselseg.finetune.base_model import load_base_model
     from vesselseg.model import apply_training_recipe
-    from vesselseg.train.base_model import load_base_model
 
     torch.manual_seed(seed)
     model, processor = load_base_model(f"preset:{preset}", device=device, dtype=dtype)
@@ -163,8 +163,8 @@ def make_engine(
 ):  # fmt: skip
     """The DeepSpeed engine the training benchmarks time, through the finetune stage's own config and initialize,
     which prepare the model as a run would (checkpointing, fused encoder GELU, compiled blocks)."""
-    from vesselseg.train.config import FinetuneConfig
-    from vesselseg.train.engine import initialize
+    from vesselseg.finetune.config import FinetuneConfig
+    from vesselseg.finetune.engine import initialize
 
     config = FinetuneConfig(
         base_model=f"preset:{preset}",
@@ -197,7 +197,7 @@ def measure(
     The count runs on a model without activation checkpointing, which would count recomputation."""
     import torch.distributed as dist
 
-    from vesselseg.train.config import gpu_default
+    from vesselseg.finetune.config import gpu_default
 
     world, rank = dist.get_world_size(), dist.get_rank()
     on_gpu = device.type == "cuda"
@@ -270,7 +270,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     on_gpu = torch.cuda.is_available()
-    from vesselseg.train.worker import quiet_libraries
+    from vesselseg.finetune.worker import quiet_libraries
 
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     quiet_libraries()

@@ -9,7 +9,7 @@ export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
 # These hosts say 9.0a, which DeepSpeed's op builder cannot parse: harmless while no op is JIT-built (torch's AdamW
 # needs none), a failure for any experiment that builds one. NCCL_NVLS_ENABLE is left as the host sets it.
 export TORCH_CUDA_ARCH_LIST=9.0
-# As the finetune stage's launcher sets it for GPU workers (vesselseg/train/launch.py).
+# As the finetune stage's launcher sets it for GPU workers (vesselseg/finetune/launch.py).
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 PYTHON=${PYTHON:-python3}
 

@@ -166,8 +166,8 @@ def run_local(
                 f"{err}: the failed task's container log is above; run record {run_dir / 'run.json'}"
             ) from None
     elapsed = time.perf_counter() - started
-    from vesselseg.evaluation.evaluate import EvaluationSummary
-    from vesselseg.evaluation.table import format_table
+    from vesselseg.evaluate.evaluate import EvaluationSummary
+    from vesselseg.evaluate.table import format_table
 
     summary = EvaluationSummary.model_validate_json(Path(task.outputs["summary"].path).read_text())
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2))

@@ -2,7 +2,7 @@
 (the library half of the `promote` stage, vesselseg.stages.promote).
 
 Rule, exactly: the candidate is promoted iff its macro Dice on the test split is strictly greater than the
-upper bound of the champion's 95 % bootstrap CI of macro Dice, both computed by `vesselseg.evaluation` on
+upper bound of the champion's 95 % bootstrap CI of macro Dice, both computed by `vesselseg.evaluate` on
 the same test split of the same dataset (equal dataset fingerprints, which hash every sample's id, split
 and pixels; equal split names and image counts). Anything else is not compared: a different dataset or
 split is refused (unless `allow_new_dataset`, which then starts a new champion line), and so is a
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.errors import VesselsegError
-from vesselseg.evaluation.evaluate import EvaluationSummary
+from vesselseg.evaluate.evaluate import EvaluationSummary
 from vesselseg.storage import InputRef, ObjectStore
 from vesselseg.storage.artifact import code_version
 from vesselseg.storage.object_store import WriteConflict

@@ -14,18 +14,18 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import vesselseg
-from vesselseg.baselines.frangi import FrangiConfig
+from vesselseg.baseline.frangi import FrangiConfig
 from vesselseg.cluster.client import KfpTarget, Schedule
 from vesselseg.cluster.platform import ClusterConfig
 from vesselseg.config import ConfigModel
 from vesselseg.data.synthetic import SyntheticConfig
+from vesselseg.finetune.config import FinetuneConfig
+from vesselseg.finetune.job import TrainJob
 from vesselseg.infer.config import MemoryConfig
 from vesselseg.promote import PromoteConfig
 from vesselseg.stages import STAGES, stage_module
 from vesselseg.storage.object_store import FileEntry
 from vesselseg.storage.settings import StoreSettings
-from vesselseg.train.config import FinetuneConfig
-from vesselseg.train.job import TrainJob
 
 ROOTS: list[type[BaseModel]] = [stage_module(name).Config for name in STAGES] + [
     ClusterConfig,

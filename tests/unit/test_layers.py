@@ -1,7 +1,7 @@
 """Layers point one way: library < stages < glue. A module imports only from its own layer or the ones below.
 
-- library: every package and module of `vesselseg` not named below (data, model, train, convert, infer, metrics,
-  evaluation, baselines, report, storage, promote, config, ...): pure functions and classes, no stage, no KFP wiring;
+- library: every package and module of `vesselseg` not named below (data, model, finetune, convert, infer, metrics,
+  evaluate, baseline, visualize, storage, promote, config, ...): pure functions and classes, no stage, no KFP wiring;
 - stages: `vesselseg.stages`, where config is read, the library called and artifacts fetched and published;
 - glue: what runs stages: `vesselseg.kfp_glue`, `vesselseg.run_parameters`, `vesselseg.cli`, `vesselseg.local_run`,
   `vesselseg.container_runner`, `vesselseg.cluster`, `components/`, `pipeline.py`.
@@ -75,7 +75,7 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
 
 
 def test_the_walk_sees_the_arrows_it_must_refuse() -> None:
-    assert layer("vesselseg.train.base_model") == "library" and layer("vesselseg.stages.finetune") == "stages"
+    assert layer("vesselseg.finetune.base_model") == "library" and layer("vesselseg.stages.finetune") == "stages"
     assert layer("vesselseg.cluster.trainjob") == "glue" and layer("components") == "glue"
     lazy = ast.parse("def f():\n    from vesselseg.stages import import_official\n")
     assert any(isinstance(n, ast.ImportFrom) and n.module == "vesselseg.stages" for n in ast.walk(lazy))

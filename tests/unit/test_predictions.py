@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vesselseg.baselines import FrangiConfig, frangi_predictions
+from vesselseg.baseline import FrangiConfig, frangi_predictions
 from vesselseg.data import DataPrepConfig, PreparedDataset, prepare_dataset
-from vesselseg.evaluation import EvaluateConfig, evaluate
+from vesselseg.evaluate import EvaluateConfig, evaluate
 from vesselseg.infer.pipelined import ImageResult
 from vesselseg.infer.runner import ResumeState, finished_records, write_prediction_set
 from vesselseg.predictions import PredictionSet, PredictorInfo

@@ -24,8 +24,8 @@ from pydantic import BaseModel
 
 from vesselseg.cluster.platform import PART_OF, ClusterConfig
 from vesselseg.errors import VesselsegError
+from vesselseg.finetune.launch import log_as_rank, process_rank
 from vesselseg.storage import ObjectStore
-from vesselseg.train.launch import log_as_rank, process_rank
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from vesselseg.convert.errors import ConversionError
 from vesselseg.convert.merge import MergePlan, check_source_matches, plan_merge
 from vesselseg.convert.xtuner import OverlayReport, XtunerOverlay
 from vesselseg.convert.zero import ZeroCheckpoint
-from vesselseg.model import Sa2VAConfig
-from vesselseg.train.checkpoint import (  # the layout the finetune stage writes
+from vesselseg.finetune.checkpoint import (  # the layout the finetune stage writes
     CHECKPOINT_DIR,
     MODEL_DIR,
 )
+from vesselseg.model import Sa2VAConfig
 
 
 def read_config(folder: Path) -> Sa2VAConfig:

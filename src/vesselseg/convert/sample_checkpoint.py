@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import VesselsegError
-from vesselseg.train import checkpoint as ckpt
+from vesselseg.finetune import checkpoint as ckpt
 
 
 class SampleJob(BaseModel):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vesselseg.convert.errors import ConversionError
-from vesselseg.train.safe_load import deepspeed_loads, load
+from vesselseg.finetune.safe_load import deepspeed_loads, load
 
 # What a refusal tells the operator; the file itself is named by the loader.
 OPT_IN = "Set trust_pickle=true for this conversion only if you trust the file"

@@ -22,7 +22,7 @@ from vesselseg.model.prompts import FORCED_ANSWER
 def apply_training_recipe(model: Sa2VAModel) -> Sa2VAModel:
     """Sets `requires_grad` from the config and wraps the LLM with LoRA if `use_llm_lora`; returns the model.
 
-    Fine-tuning here always supervises the fixed answer (vesselseg.train), so the config records it: `auto`
+    Fine-tuning here always supervises the fixed answer (vesselseg.finetune), so the config records it: `auto`
     prediction then forces that answer, for an official checkpoint fine-tuned here as for a preset."""
     config = model.config
     config.answer_mode, config.fixed_answer = "forced", FORCED_ANSWER

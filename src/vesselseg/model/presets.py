@@ -249,7 +249,7 @@ def preset_config(name: str, tokenizer: PreTrainedTokenizerFast, **overrides) ->
     fields = PRESETS[name]() | overrides
     if len(tokenizer) > fields["text_config"].vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the {name} vocabulary")
-    # Presets are trained here, always with the fixed answer (vesselseg.train), so `auto` prediction forces it.
+    # Presets are trained here, always with the fixed answer (vesselseg.finetune), so `auto` prediction forces it.
     fields = {"answer_mode": "forced", "fixed_answer": prompts.FORCED_ANSWER} | fields
     return Sa2VAConfig(
         image_token_id=tokenizer.convert_tokens_to_ids(prompts.IMG_CONTEXT),

@@ -6,7 +6,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vesselseg.baselines import FrangiConfig, frangi_predictions
+from vesselseg.baseline import FrangiConfig, frangi_predictions
 from vesselseg.config import ConfigModel
 from vesselseg.predictions import PredictorInfo
 from vesselseg.stages.contract import Emitted, Input, Output, Pointer, Stage

@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
-from vesselseg.evaluation import EvaluateConfig, EvaluationSummary, evaluate
+from vesselseg.evaluate import EvaluateConfig, EvaluationSummary, evaluate
 from vesselseg.stages.contract import Classification, Emitted, File, Input, Metrics, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir

@@ -3,7 +3,7 @@
 The stage checks its inputs, fixes the run (run key, precision, ranks), then starts torchrun with one rank per
 GPU, or `cpu_processes` gloo ranks on the CPU, and returns what rank 0 published. Started as one rank of a job
 another launcher made (a Kubeflow TrainJob runs this on every rank), it trains in-process instead.
-Artifacts: `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/final/` (vesselseg.train.checkpoint).
+Artifacts: `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/final/` (vesselseg.finetune.checkpoint).
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from pydantic import ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.errors import StorageError
+from vesselseg.finetune import FinetuneConfig, TrainingError
+from vesselseg.finetune import checkpoint as ckpt
+from vesselseg.finetune.base_model import OFFICIAL, base_model_ref, config_digest, model_config, official_artifact_uri
+from vesselseg.finetune.job import TrainJob, TrainResult
+from vesselseg.finetune.launch import launched_rank, launched_world_size, run_workers
+from vesselseg.finetune.workdir import LAUNCH_SUFFIX, claimed, new_workdir, remove_abandoned
 from vesselseg.model import Sa2VAConfig
 from vesselseg.stages import import_official
 from vesselseg.stages.contract import Emitted, Input, Metrics, Output, Pointer, Stage
@@ -23,12 +29,6 @@ from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
 from vesselseg.storage.settings import work_dir
-from vesselseg.train import FinetuneConfig, TrainingError
-from vesselseg.train import checkpoint as ckpt
-from vesselseg.train.base_model import OFFICIAL, base_model_ref, config_digest, model_config, official_artifact_uri
-from vesselseg.train.job import TrainJob, TrainResult
-from vesselseg.train.launch import launched_rank, launched_world_size, run_workers
-from vesselseg.train.workdir import LAUNCH_SUFFIX, claimed, new_workdir, remove_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         store.uri(f"{job.prefix}/{job.run_key}/"),
     )
     if launched_rank():
-        from vesselseg.train.loop import train
+        from vesselseg.finetune.loop import train
 
         return train(job)
     import torch

@@ -10,13 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.errors import DataError, StorageError
-from vesselseg.report import ReportConfig, build_report
 from vesselseg.stages.contract import Emitted, File, Input, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.stages.test_labels import label_store
 from vesselseg.storage import InputRef, Manifest, ObjectStore, fetch_dir, publish_dir, read_manifest, resolve
 from vesselseg.storage.artifact import content_key
+from vesselseg.visualize import ReportConfig, build_report
 
 NAME = "visualize"
 

@@ -1,7 +1,0 @@
-"""The visualization stage's library: per-image panels, plots, an HTML report and a Markdown summary."""
-
-from vesselseg.report.build import ReportConfig, ReportResult, build_report
-from vesselseg.report.colours import ERROR_COLOURS
-from vesselseg.report.overlay import error_overlay
-
-__all__ = ["ERROR_COLOURS", "ReportConfig", "ReportResult", "build_report", "error_overlay"]
