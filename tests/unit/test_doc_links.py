@@ -133,3 +133,9 @@ def test_the_check_names_file_line_and_link_of_each_broken_one(tmp_path: Path) -
         "README.md:6: (../outside.md) points outside the project",
         "README.md:7: (docs/old.md) no such file",
     ]
+
+
+def test_the_readme_is_a_front_door_under_8_kb() -> None:
+    # What does not fit belongs in docs/ (issue #23): the README is read in three minutes.
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= 8000, f"README.md is {size} bytes; move detail into docs/ to keep it at or under 8000"
