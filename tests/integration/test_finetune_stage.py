@@ -27,6 +27,7 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 from vesselseg.errors import StorageError
 from vesselseg.finetune import TrainingError
 from vesselseg.finetune.base_model import load_base_model
+from vesselseg.finetune.checkpoint import LEDGER
 from vesselseg.finetune.launch import run_workers
 from vesselseg.model import Sa2VAConfig, Sa2VAModel, apply_training_recipe
 from vesselseg.model.official import OfficialImportError
@@ -194,7 +195,8 @@ def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while not any(k.endswith("/manifest.json") and "/step-" in k for k in store.list(run_root)):
+    # A step is this run's once its ledger names it (written after the step's manifest): resume trusts nothing else.
+    while not store.exists(run_root + LEDGER):
         assert child.poll() is None, f"the run exited ({child.returncode}) before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.05)
