@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.integration.test_cluster_manifests import OVERLAYS, pods_of_training_runtime, render
-from tests.unit.test_cluster_platform import ROOT, cluster, executors_by_stage
+from tests.integration.test_cluster_platform import ROOT, cluster, executors_by_stage
 from vesselseg.cluster.client import KfpError, KfpTarget
 from vesselseg.cluster.platform import ClusterConfigError, check_compiled, compile_for_cluster
 from vesselseg.config import ConfigError

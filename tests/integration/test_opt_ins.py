@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.unit.test_cluster_platform import ROOT, cluster, executors_by_stage
+from tests.integration.test_cluster_platform import ROOT, cluster, executors_by_stage
 from vesselseg import kfp_glue
 from vesselseg.cli import main
 from vesselseg.cluster.commands import _params
