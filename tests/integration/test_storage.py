@@ -83,6 +83,21 @@ def test_identical_republish_keeps_the_manifest_and_old_references_valid(
     assert other_config.manifest_sha256 != changed.manifest_sha256
 
 
+def test_same_files_from_another_commit_keep_the_manifest_under_its_readers(
+    store: ObjectStore, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _artifact(tmp_path / "a")
+    monkeypatch.setenv("VESSELSEG_CODE_VERSION", "0.1.0+gaaaaaaaaaaaa")
+    first, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 1})
+    monkeypatch.setenv("VESSELSEG_CODE_VERSION", "0.1.0+gbbbbbbbbbbbb")
+    again, kept = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 1})
+    assert again == first and kept.code_version == "0.1.0+gaaaaaaaaaaaa"
+    read_manifest(store, first)  # a run at the first commit that pinned the dataset goes on reading it
+    (src / "nested" / "note.txt").write_text("the other commit changed the output")
+    changed, manifest = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 1})
+    assert changed != first and manifest.code_version == "0.1.0+gbbbbbbbbbbbb"
+
+
 def test_prefix_without_manifest_does_not_exist(store: ObjectStore, prefix: str) -> None:
     store.put_bytes(f"{prefix}/orphan.bin", b"x")
     with pytest.raises(StorageError, match="no manifest.json"):

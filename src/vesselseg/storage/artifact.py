@@ -195,7 +195,10 @@ def _same_as_published(
 
     A deterministic stage re-run (the same data-prep config, say) then leaves the artifact alone, so references
     other runs hold to it stay valid; republishing would change the manifest's hash (its timestamp) under them.
-    Files are hashed only once everything cheaper (provenance, names, sizes) has matched.
+    That holds across commits too: the code version that made the same bytes from the same config and inputs is
+    how they came about, not what they are, and replacing the manifest for it broke every run at the other commit
+    that was reading the artifact. Files are hashed only once everything cheaper (provenance, names, sizes) has
+    matched.
     """
     if not store.exists(manifest_key):
         return None
@@ -204,7 +207,7 @@ def _same_as_published(
         old = Manifest.model_validate_json(blob)
     except ValueError:
         return None
-    provenance = {"files", "created_at", "timings_s", "run_stats"}
+    provenance = {"files", "created_at", "timings_s", "run_stats", "code_version"}
     if old.model_dump(mode="json", exclude=provenance) != manifest.model_dump(mode="json", exclude=provenance):
         return None
     names = [(p.relative_to(local_dir).as_posix(), p.stat().st_size) for p in files]
@@ -213,6 +216,9 @@ def _same_as_published(
     if any(f.sha256 != sha256_file(p) for f, p in zip(old.files, files, strict=True)):
         return None
     uri = store.uri(manifest_key.removesuffix(MANIFEST))
+    if old.code_version != manifest.code_version:
+        log.info("%s: code %s made the same files as the published %s; its manifest is kept", uri,
+                 manifest.code_version, old.code_version)  # fmt: skip
     return InputRef(uri=uri, manifest_sha256=hashlib.sha256(blob).hexdigest()), old
 
 
