@@ -173,9 +173,12 @@ def test_fused_encoder_gelu_trains_under_zero3_like_exact_gelu(dataset, store: O
 
 
 def test_one_rank_matches_two_ranks_with_the_same_global_batch(
-    dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path
+    dataset, reference, store: ObjectStore, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A fresh extension folder: one rank must not JIT-compile DeepSpeed's shared-memory op (no peer to reduce with).
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
     result = finetune.run(_config(dataset, prefix, cpu_processes=1, final_model="best"), store)
+    assert not list((tmp_path / "torch_extensions").glob("**/deepspeed_shm_comm*"))
     assert result.summary.world_size == 1 and result.summary.gradient_accumulation == 2
     _assert_same_curve(_losses(store, result), _losses(store, reference), rel=1e-4)
     # final_model: best puts the best validated step's checkpoint in the final artifact.

@@ -46,6 +46,8 @@ from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
 
 log = logging.getLogger(__name__)
 
+SHM_COMM_OP = "deepspeed_shm_comm"
+
 
 def _setup_distributed() -> torch.device:
     """The device DeepSpeed's accelerator trains on (CUDA unless DS_ACCELERATOR=cpu), with its process group.
@@ -57,6 +59,11 @@ def _setup_distributed() -> torch.device:
     from deepspeed.accelerator import get_accelerator
 
     on_gpu = get_accelerator().device_name() == "cuda"
+    if not on_gpu and int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        # DeepSpeed JIT-compiles its shared-memory all-reduce for every CPU process group (~25 s of a compiler on a
+        # fresh machine, and a failure where there is none); a single rank has no peer to reduce with. Marking the
+        # op incompatible in DeepSpeed's probed table, which it keeps per process, makes it use gloo alone.
+        deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     if on_gpu:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
