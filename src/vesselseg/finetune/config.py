@@ -68,9 +68,9 @@ class Sam2Geometry(ConfigModel):
 
 
 class FinetuneConfig(ConfigModel):
-    """The defaults are the demo: `tiny-refined` for 1000 steps of 4 samples on the synthetic fundus data, fp32 on the
-    CPU; preset and length were chosen by validation Dice only (benchmarks/results/finetune_loss_experiment.md; a
-    500-step schedule fell short on validation, benchmarks/results/demo_profile.md)."""
+    """The defaults are the demo: `tiny-refined` for 300 steps of 4 samples at a peak learning rate of 1e-2 on the
+    synthetic fundus data, fp32 on the CPU; preset, length and learning rate were chosen by validation Dice only
+    (benchmarks/results/finetune_loss_experiment.md, benchmarks/results/demo_profile.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -84,10 +84,10 @@ class FinetuneConfig(ConfigModel):
     )
     sam2: Sam2Geometry = Field(default_factory=Sam2Geometry, description="presets only: SAM2's input geometry")
 
-    steps: int = Field(1000, ge=1, description="optimizer steps")
+    steps: int = Field(300, ge=1, description="optimizer steps")
     micro_batch_size: int = Field(4, ge=1, description="samples per rank per forward pass")
     global_batch_size: int = Field(4, ge=1, description="samples per optimizer step, over all ranks")
-    lr: float = Field(2e-3, gt=0, le=1)
+    lr: float = Field(1e-2, gt=0, le=1, description="peak learning rate (after warm-up, before the cosine decay)")
     weight_decay: float = Field(0.0, ge=0, le=1)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0, le=1)
