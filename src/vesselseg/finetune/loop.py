@@ -59,6 +59,11 @@ def _setup_distributed() -> torch.device:
     from deepspeed.accelerator import get_accelerator
 
     on_gpu = get_accelerator().device_name() == "cuda"
+    if not on_gpu:
+        # As the loss falls, gradients and optimizer moments underflow into subnormal floats, which x86 CPUs compute
+        # in microcode: the demo's steps slowed from ~1 s to ~2.5 s after step 85. Flushing them to zero kept its
+        # losses and validation Dice to the printed digits (benchmarks/results/demo_profile.md).
+        torch.set_flush_denormal(True)
     if not on_gpu and int(os.environ.get("WORLD_SIZE", 1)) == 1:
         # DeepSpeed JIT-compiles its shared-memory all-reduce for every CPU process group (~25 s of a compiler on a
         # fresh machine, and a failure where there is none); a single rank has no peer to reduce with. Marking the
