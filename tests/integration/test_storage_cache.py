@@ -157,3 +157,16 @@ def test_evaluate_downloads_no_image(prep, store_settings, home) -> None:
     fetched = {k for k, n in _file_downloads(store, dataset_prefix).items() if n > before.get(k, 0)}
     assert any("/fov/" in k for k in fetched) and any("/masks/" in k for k in fetched)
     assert not [k for k in fetched if "/images/" in k]
+
+
+def test_test_labels_never_enter_the_cache(store_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a cluster the cache may be a volume every stage mounts (artifact_cache): the test split's ground truth, which
+    # only the scoring stages may read, must not land there.
+    shared = tmp_path / "shared-cache"
+    monkeypatch.setenv("VESSELSEG_CACHE_DIR", str(shared))
+    result = data_prep.run(
+        data_prep.Config.model_validate({"data": SMALL, "prefix": "tests/cache/datasets"}), ObjectStore(store_settings)
+    )
+    cached = {folder.name for folder in shared.iterdir() if folder.is_dir()}
+    assert result.dataset.manifest_sha256 in cached, "the dataset seeds the cache named by VESSELSEG_CACHE_DIR"
+    assert result.test_labels.manifest_sha256 not in cached

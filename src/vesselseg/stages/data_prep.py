@@ -82,6 +82,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
             config=config.model_dump(mode="json"),
             inputs={"dataset": ref},
             summary={"fingerprint": summary.fingerprint, "test": summary.test_labels.model_dump(mode="json")},
+            cache=False,  # the artifact cache may be a volume every stage mounts; test ground truth stays out of it
         )
     log.info("dataset published at %s, its test labels at %s", ref.uri, labels_ref.uri)
     return Result(dataset=ref, test_labels=labels_ref, summary=summary)

@@ -132,8 +132,13 @@ def publish_dir(
     timings_s: dict[str, float] | None = None,
     summary: dict[str, Any] | None = None,
     run_stats: dict[str, Any] | None = None,
+    cache: bool = True,
 ) -> tuple[InputRef, Manifest]:
-    """Upload every file under `local_dir` to `prefix/` and then its manifest; returns a pointer to it."""
+    """Upload every file under `local_dir` to `prefix/` and then its manifest; returns a pointer to it.
+
+    With `cache` (the default) the files also seed this machine's artifact cache (`storage.cache`); without, they
+    stay out of it (data that other stages must not find on a shared disk: the test labels).
+    """
     prefix = prefix.rstrip("/") + "/"
     files = _local_files(local_dir)
     if not files:
@@ -147,7 +152,8 @@ def publish_dir(
     if unchanged is not None:
         log.info("%s already holds these %d files with the same provenance; kept as published", store.uri(prefix),
                  len(files))  # fmt: skip
-        artifact_cache.seed(unchanged[0].manifest_sha256, local_dir, unchanged[1].files)
+        if cache:
+            artifact_cache.seed(unchanged[0].manifest_sha256, local_dir, unchanged[1].files)
         return unchanged
     nested = [key for key in store.list(prefix) if key.endswith("/" + MANIFEST) and key != manifest_key]
     if nested:
@@ -173,7 +179,8 @@ def publish_dir(
     blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
     store.put_bytes(manifest_key, blob, content_type="application/json")
     ref = InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest())
-    artifact_cache.seed(ref.manifest_sha256, local_dir, manifest.files)
+    if cache:
+        artifact_cache.seed(ref.manifest_sha256, local_dir, manifest.files)
     return ref, manifest
 
 

@@ -1,8 +1,9 @@
 """Fetch once: a machine's local copy of published artifact files, shared by the stages of a run.
 
-An artifact is immutable under its manifest's sha256, so its files are kept under `<work dir>/cache/artifacts/<manifest
-sha256>/<path>` (the work dir is `VESSELSEG_HOME`: `.work/` locally; in the images' pods an emptyDir, so there the
-cache serves one task until that folder is a volume the tasks of a node share). A stage asks for the files it needs;
+An artifact is immutable under its manifest's sha256, so its files are kept under `<cache>/<manifest sha256>/<path>`,
+where `<cache>` is `VESSELSEG_CACHE_DIR`, else `<work dir>/cache/artifacts` (the work dir is `VESSELSEG_HOME`: `.work/`
+locally; in the images' pods an emptyDir, so there the cache serves one task unless the cluster configuration's
+`artifact_cache` mounts a volume the tasks share and points `VESSELSEG_CACHE_DIR` at it). A stage asks for the files it needs;
 those not yet there are downloaded, the rest are reused once they verify against the manifest (size and sha256: a
 cached file is never trusted by its name alone, and one that changed is fetched again). The stage's folder then
 receives hard links to the cached files (a copy where the file system refuses links). Publishing seeds the cache with
@@ -36,7 +37,12 @@ from vesselseg.storage.settings import work_dir
 log = logging.getLogger(__name__)
 
 
+CACHE_DIR_ENV = "VESSELSEG_CACHE_DIR"
+
+
 def cache_root() -> Path:
+    if folder := os.environ.get(CACHE_DIR_ENV):
+        return Path(folder).resolve()
     return work_dir() / "cache" / "artifacts"
 
 
