@@ -15,6 +15,7 @@ from vesselseg.cluster.platform import (
     DEFAULT_STAGES,
     ClusterConfig,
     ClusterConfigError,
+    PvcMount,
     UnpinnedImageError,
     apply_platform,
     compile_for_cluster,
@@ -128,6 +129,21 @@ def test_every_task_of_the_real_pipeline_is_wired_as_configured(tmp_path: Path) 
     # The compiled file loads back as a pipeline with the same interface.
     loaded = components.load_component_from_file(str(out))
     assert loaded.name == "vesselseg" and {"dataset_source", "seed"} <= set(loaded.component_spec.inputs)
+
+
+def test_a_shared_artifact_cache_is_mounted_by_every_pod_task(tmp_path: Path) -> None:
+    config = cluster().model_copy(update={"artifact_cache": PvcMount(claim="vesselseg-cache", mount_path="/cache")})
+    tasks = executors_by_stage(compile_for_cluster(ROOT / "pipeline.py", tmp_path / "pipeline.yaml", config))
+    for stage, (_, container, k8s) in tasks.items():
+        mounted = [m for m in k8s["pvcMount"] if m["mountPath"] == "/cache"]
+        assert len(mounted) == 1 and "vesselseg-cache" in json.dumps(mounted[0]), (stage, mounted)
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env["VESSELSEG_CACHE_DIR"] == "/cache/artifacts", stage
+    # Without it, no task names a cache folder: each keeps its own under its emptyDir.
+    plain = executors_by_stage(compile_for_cluster(ROOT / "pipeline.py", tmp_path / "plain.yaml", cluster()))
+    assert not [
+        s for s, (_, c, _) in plain.items() if any(e["name"] == "VESSELSEG_CACHE_DIR" for e in c.get("env", []))
+    ]
 
 
 def test_tag_only_images_are_refused_or_warned_about_loudly(tmp_path: Path) -> None:

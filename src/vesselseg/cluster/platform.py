@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from vesselseg.config import ConfigError, ConfigModel, load_config
 from vesselseg.errors import VesselsegError
 from vesselseg.opt_ins import ENV, FIELDS, operator_opt_ins
-from vesselseg.storage.settings import ENV_PREFIX
+from vesselseg.storage.settings import CACHE_DIR_ENV, ENV_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,12 @@ class ClusterConfig(ConfigModel):
     trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
     opt_ins: OptIns = Field(default_factory=OptIns)
     pod_security: PodSecurity = Field(default_factory=PodSecurity)
+    artifact_cache: PvcMount | None = Field(
+        None,
+        description="a PersistentVolumeClaim that every task mounts for the artifact cache (VESSELSEG_CACHE_DIR), so "
+        "that each artifact file is downloaded once per volume rather than once per task; ReadWriteMany where tasks "
+        "run on several nodes; None: each task's cache is its own emptyDir",
+    )
     stages: dict[str, StageSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -418,11 +424,16 @@ def apply_platform(task: T, stage: str) -> T:
             kubernetes.empty_dir_mount(
                 task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=spec.shm_size
             )
-        for pvc in spec.pvcs:
+        for pvc in [*spec.pvcs, *([config.artifact_cache] if config.artifact_cache else [])]:
             kubernetes.mount_pvc(task, pvc_name=pvc.claim, mount_path=pvc.mount_path)
     opt_ins = {ENV[name]: str(getattr(config.opt_ins, name)).lower() for name in FIELDS.get(stage, {})}
     store = config.object_store
-    for name, value in {**store.env(), **store.secret_file_env(), **spec.env, **opt_ins}.items():
+    cache = (
+        {CACHE_DIR_ENV: f"{config.artifact_cache.mount_path.rstrip('/')}/artifacts"}
+        if config.artifact_cache and spec.launcher == "pod"
+        else {}
+    )
+    for name, value in {**store.env(), **store.secret_file_env(), **spec.env, **opt_ins, **cache}.items():
         task.set_env_variable(name, value)  # type: ignore[attr-defined]
     kubernetes.use_secret_as_volume(task, secret_name=store.secret_name, mount_path=store.secret_mount)
     kubernetes.set_security_context(

@@ -3,12 +3,11 @@
 An artifact is immutable under its manifest's sha256, so its files are kept under `<cache>/<manifest sha256>/<path>`,
 where `<cache>` is `VESSELSEG_CACHE_DIR`, else `<work dir>/cache/artifacts` (the work dir is `VESSELSEG_HOME`: `.work/`
 locally; in the images' pods an emptyDir, so there the cache serves one task unless the cluster configuration's
-`artifact_cache` mounts a volume the tasks share and points `VESSELSEG_CACHE_DIR` at it). A stage asks for the files it needs;
-those not yet there are downloaded, the rest are reused once they verify against the manifest (size and sha256: a
-cached file is never trusted by its name alone, and one that changed is fetched again). The stage's folder then
-receives hard links to the cached files (a copy where the file system refuses links). Publishing seeds the cache with
-hard links to the files just uploaded, so a later stage on the same machine downloads nothing of an artifact made
-there.
+`artifact_cache` mounts a volume the tasks share and points `VESSELSEG_CACHE_DIR` at it). A stage asks for the files it
+needs; those not yet there are downloaded, the rest are reused once they verify against the manifest (size and sha256: a
+cached file is never trusted by its name alone, and one that changed is fetched again). The stage's folder then receives
+hard links to the cached files (a copy where the file system refuses links). Publishing seeds the cache with hard links
+to the files just uploaded, so a later stage on the same machine downloads nothing of an artifact made there.
 
 A stage must not write into the files it fetched or published (replace them by a new name and a rename instead):
 they share their storage with the cache, and with the publisher's own copy. Because every use re-verifies the
@@ -32,12 +31,9 @@ from pathlib import Path
 
 from vesselseg.storage.object_store import FileEntry, ObjectStore, sha256_file
 from vesselseg.storage.paths import inside
-from vesselseg.storage.settings import work_dir
+from vesselseg.storage.settings import CACHE_DIR_ENV, work_dir
 
 log = logging.getLogger(__name__)
-
-
-CACHE_DIR_ENV = "VESSELSEG_CACHE_DIR"
 
 
 def cache_root() -> Path:

@@ -68,6 +68,10 @@ def read_secret_file(variable: str, path: str) -> str:
         raise ConfigError(f"{variable}={path}: cannot read the secret file ({err.strerror})") from err
 
 
+# Where the artifact cache lives when not under the work dir (storage.cache): a volume a cluster's tasks share.
+CACHE_DIR_ENV = "VESSELSEG_CACHE_DIR"
+
+
 def work_dir() -> Path:
     """The project's scratch folder (store data, local runs); `VESSELSEG_HOME` moves it."""
     return Path(os.environ.get("VESSELSEG_HOME", ".work")).resolve()
