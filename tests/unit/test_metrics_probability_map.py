@@ -1,12 +1,16 @@
-"""The one type for 8-bit probability maps: encoding, the cut at a level, refusals."""
+"""The one type for 8-bit probability maps: encoding, the cut at a level, refusals, and the file round trip."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from vesselseg.errors import DataError
 from vesselseg.metrics import ProbabilityMap, level
+from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
 
 
 def test_every_level_survives_probability_and_back() -> None:
@@ -47,3 +51,27 @@ def test_a_probability_of_the_wrong_shape_is_refused_naming_the_sample() -> None
         ProbabilityMap.from_probability(np.zeros((2, 3, 3)), "img8")
     with pytest.raises(DataError, match="'img9'.*list"):
         ProbabilityMap([[0, 1]], "img9")  # type: ignore[arg-type]
+
+
+def test_a_map_is_written_and_read_back_as_it_was(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    maps = [ProbabilityMap(rng.integers(0, 256, (9 + i, 7), dtype=np.uint8), f"img{i}") for i in range(2)]
+    writer = PredictionWriter(tmp_path / "set")
+    for prob in maps:
+        writer.add("test", prob)
+    writer.close(PredictorInfo(name="m", threshold=0.5, threshold_source="fixed", calibrated=True, read_files=[]))
+    stored = PredictionSet(tmp_path / "set")
+    assert stored.ids("test") == ["img0", "img1"]
+    for prob in maps:
+        back = stored.prob(prob.sample_id)
+        assert back.sample_id == prob.sample_id and stored.shape(prob.sample_id) == prob.shape
+        np.testing.assert_array_equal(back.levels, prob.levels)
+
+
+def test_a_stored_map_that_is_not_8_bit_levels_is_refused_naming_file_and_sample(tmp_path: Path) -> None:
+    writer = PredictionWriter(tmp_path / "set")
+    writer.add("test", ProbabilityMap(np.zeros((6, 6), np.uint8), "img0"))
+    writer.close(PredictorInfo(name="m", threshold=0.5, threshold_source="fixed", calibrated=True, read_files=[]))
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "set" / "probs" / "img0.png")
+    with pytest.raises(DataError, match=r"probs/img0\.png.*'img0'.*\(6, 6, 3\)"):
+        PredictionSet(tmp_path / "set").prob("img0")
