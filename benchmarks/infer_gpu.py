@@ -55,6 +55,7 @@ from vesselseg.infer import (
 )
 from vesselseg.infer.runner import make_tasks
 from vesselseg.infer.strategy import Gpu, Plan
+from vesselseg.metrics import ProbabilityMap, level
 from vesselseg.model import predict
 from vesselseg.model.prompts import segmentation_prompt
 
@@ -85,7 +86,7 @@ class Outcome:
     execution: Execution
     wall_s: float
     utilisation: dict[int, float] = field(default_factory=dict)
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    maps: dict[str, ProbabilityMap] = field(default_factory=dict)
     zero_seg: int = 0
 
 
@@ -196,7 +197,7 @@ def run_case(
     spec = PredictorSpec(
         source=source, layout=config.layout, mode=config.mode, prompt=PROMPT, max_new_tokens=config.max_new_tokens
     )
-    maps: dict[str, np.ndarray] = {}
+    maps: dict[str, ProbabilityMap] = {}
     zero = 0
 
     def keep(results) -> None:
@@ -218,10 +219,10 @@ def run_case(
     return Outcome(case, plan, execution, wall, sampler.mean(execution.started, execution.ended), maps, zero)
 
 
-def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
+def agreement(reference: dict[str, ProbabilityMap], other: dict[str, ProbabilityMap]) -> dict[str, float]:
     """Over `other`'s images, all of which `reference` has."""
-    diffs = [np.abs(reference[k].astype(np.int16) - other[k].astype(np.int16)) for k in other]
-    masks = [(reference[k] >= 128) != (other[k] >= 128) for k in other]
+    diffs = [np.abs(reference[k].levels.astype(np.int16) - other[k].levels.astype(np.int16)) for k in other]
+    masks = [reference[k].mask_at(level(0.5)) != other[k].mask_at(level(0.5)) for k in other]
     disagreement = float(np.mean(np.concatenate([m.ravel() for m in masks])))
     mean_abs = float(np.mean([d.mean() for d in diffs]))
     return {
@@ -274,8 +275,9 @@ def report(outcomes: list[Outcome], gpus: list[Gpu], args: argparse.Namespace, t
     checks = {}
     spread = {}
     if reference is not None:
-        pixels = np.concatenate([m.ravel() for m in reference.maps.values()])
-        spread = {"mask_share": float(np.mean(pixels >= 128)), "sd": float(np.std(pixels))}
+        pixels = np.concatenate([m.levels.ravel() for m in reference.maps.values()])
+        mask = np.concatenate([m.mask_at(level(0.5)).ravel() for m in reference.maps.values()])
+        spread = {"mask_share": float(np.mean(mask)), "sd": float(np.std(pixels))}
         lines += [
             "",
             f"## Same maps as `{reference.case.name}`",

@@ -34,8 +34,9 @@ from vesselseg.infer import (
     execute,
     visible_gpus,
 )
-from vesselseg.infer.predictor import to_uint8
+from vesselseg.infer.predictor import combined_probability
 from vesselseg.infer.runner import make_tasks, model_footprint
+from vesselseg.metrics import ProbabilityMap
 from vesselseg.model.losses import upsample_logits
 from vesselseg.model.prompts import FORCED_ANSWER
 
@@ -69,7 +70,8 @@ def phases(spec: PredictorSpec, gpu: int | None, images: FileImages, tasks: list
             _sync(device)
             marks.append(time.perf_counter())
             for picture, logit in zip(pictures, logits, strict=True):
-                to_uint8([upsample_logits(logit, picture.shape[:2]).sigmoid().cpu().numpy()], picture.shape[:2])
+                probability = upsample_logits(logit, picture.shape[:2]).sigmoid().cpu().numpy()
+                ProbabilityMap.from_probability(combined_probability([probability], picture.shape[:2]), "timing")
             marks.append(time.perf_counter())
             if index:
                 for name, start, end in zip(totals, marks, marks[1:], strict=False):

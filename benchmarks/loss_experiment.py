@@ -42,7 +42,7 @@ from skimage.morphology import skeletonize
 from vesselseg.baseline import FrangiConfig, frangi_predictions
 from vesselseg.data import PreparedDataset
 from vesselseg.evaluate import EvaluateConfig, evaluate
-from vesselseg.metrics import confusion, image_counts, pool, scores
+from vesselseg.metrics import ProbabilityMap, confusion, image_counts, pool, scores
 from vesselseg.predictions import PredictionSet
 from vesselseg.stages import convert, data_prep, finetune, infer
 from vesselseg.stages.inputs import fetch_dataset
@@ -96,7 +96,7 @@ def resolution_ceiling(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            binary = np.where(upsampled.detach().numpy() >= 0, 255, 0).astype(np.uint8)
+            binary = ProbabilityMap.from_probability(upsampled.detach().numpy() >= 0, sample_id)
             counts.append(image_counts(binary, truth, dataset.fov(sample_id)))
         ceilings[size] = float(scores(*confusion(pool(counts), 128))["dice"])
         print(json.dumps({"ceiling_logits": size, "val_dice": ceilings[size]}), flush=True)

@@ -25,7 +25,7 @@ from machine import describe
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from vesselseg.metrics import aggregate, evaluate_image, image_counts, topology
+from vesselseg.metrics import ProbabilityMap, aggregate, evaluate_image, image_counts, topology
 
 SHAPE = (584, 565)
 N_IMAGES = 20
@@ -61,7 +61,7 @@ def vessel_tree(rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def synthetic_image(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_image(seed: int) -> tuple[ProbabilityMap, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     rows, cols = np.ogrid[: SHAPE[0], : SHAPE[1]]
     fov = (rows - SHAPE[0] / 2) ** 2 + (cols - SHAPE[1] / 2) ** 2 <= 270**2
@@ -70,9 +70,8 @@ def synthetic_image(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     response = ndimage.gaussian_filter(truth.astype(float), 1.2)
     shading = ndimage.gaussian_filter(rng.normal(0, 1, SHAPE), 40)
     prob = 0.1 + 0.9 * response + 0.12 * rng.normal(size=SHAPE) + 3.0 * shading
-    prob = np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
     prob[~fov] = 0
-    return prob, truth, fov
+    return ProbabilityMap.from_probability(prob, f"synthetic {seed}"), truth, fov
 
 
 def interleaved_best(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -94,7 +93,7 @@ def main() -> int:
 
     images = [synthetic_image(seed) for seed in range(N_IMAGES)]
     y = np.concatenate([truth[fov] for _, truth, fov in images])
-    scores = np.concatenate([prob[fov] for prob, _, fov in images])
+    scores = np.concatenate([prob.levels[fov] for prob, _, fov in images])
 
     def ours(parallel: bool = True) -> dict:
         results = [evaluate_image(p, t, f, parallel=parallel) for p, t, f in images]
@@ -112,7 +111,7 @@ def main() -> int:
             # Where our time goes, for whoever optimises next.
             "histograms (20 images)": lambda: [image_counts(p, t, f) for p, t, f in images],
             "topology (20 images, one thread)": lambda: [
-                topology((p >= 128) & f, t & f, parallel=False) for p, t, f in images
+                topology(p.mask_at(128) & f, t & f, parallel=False) for p, t, f in images
             ],
             "aggregate + bootstrap": lambda: aggregate(results, n_boot=1000, seed=0),
         },

@@ -25,6 +25,7 @@ from vesselseg.baseline import FrangiConfig, frangi_predictions
 from vesselseg.baseline.predict import dataset_files
 from vesselseg.data import DataPrepConfig, PreparedDataset, SplitConfig, generate_fundus, prepare_dataset
 from vesselseg.evaluate import EvaluateConfig, evaluate
+from vesselseg.metrics import ProbabilityMap
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
 from vesselseg.visualize import build_report
 
@@ -51,7 +52,8 @@ def binary_predictions(dataset: PreparedDataset, frangi: PredictionSet, out: Pat
     writer = PredictionWriter(out)
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
-            writer.add(sample_id, split, np.where(frangi.prob(sample_id) >= 60, 255, 0).astype(np.uint8), 0.5)
+            cut = frangi.prob(sample_id).mask_at(60)
+            writer.add(split, ProbabilityMap.from_probability(cut, sample_id))
     read = [f for split in ("val", "test") for f in dataset_files(dataset, split, ("image", "fov"))]
     info = PredictorInfo(
         name="frangi_binary", threshold=0.5, threshold_source="fixed", calibrated=False, read_files=read

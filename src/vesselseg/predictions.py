@@ -6,8 +6,9 @@ probs/<id>.png        8-bit probability map at the image's native size: stored l
 predictions.parquet   sample_id, split, prob, height, width (+ n_seg, text in generate mode)
 predictor.json        PredictorInfo: name, its own threshold, whether the map is calibrated, which files were read
 ```
-A probability map is held as its 8-bit levels (`uint8`, H×W) from encoding to scoring, which decides at
-`level >= metrics.level(threshold)`; no binary mask is stored (a reader cuts the levels at the threshold it chose).
+In memory a map is a `metrics.ProbabilityMap` (its 8-bit levels and sample id) from encoding to scoring: writers take
+one, `PredictionSet.prob` returns one. No binary mask is stored: a reader cuts the map with `mask_at` at the level of
+the threshold it chose.
 `read_files` lists every dataset file the predictor opened (paths inside the dataset artifact). It is the evidence
 the evaluation's leakage check reads: no test-split ground truth may appear there.
 """
@@ -28,6 +29,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.errors import DataError
+from vesselseg.metrics.levels import ProbabilityMap
 from vesselseg.storage.paths import inside
 
 INFO = "predictor.json"
@@ -35,24 +37,17 @@ TABLE = "predictions.parquet"
 MAPS = "probs"
 
 
-def encode_probability(probability: np.ndarray) -> np.ndarray:
-    """The format's 8-bit map of a probability (or score scaled to [0, 1]) map: value = round(255·p), clipped."""
-    return np.rint(np.clip(probability, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def map_path(root: Path, sample_id: str) -> Path:
     return inside(root, f"{MAPS}/{sample_id}.png", f"prediction map of {sample_id!r} in {root}", DataError)
 
 
-def write_map(root: Path, sample_id: str, prob: np.ndarray) -> str:
-    """Writes `probs/<id>.png` under `root` (via a temporary name, so a crash never leaves half a file); returns the
-    PNG's sha256."""
-    if prob.dtype != np.uint8 or prob.ndim != 2:
-        raise DataError(f"prediction for {sample_id!r} must be uint8 (H, W), got {prob.dtype} {prob.shape}")
+def write_map(root: Path, prob: ProbabilityMap) -> str:
+    """Writes `probs/<sample id>.png` under `root` (via a temporary name, so a crash never leaves half a file);
+    returns the PNG's sha256."""
     buffer = io.BytesIO()
-    Image.fromarray(prob).save(buffer, format="PNG")
+    Image.fromarray(prob.levels).save(buffer, format="PNG")
     blob = buffer.getvalue()
-    path = map_path(root, sample_id)
+    path = map_path(root, prob.sample_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     partial.write_bytes(blob)
@@ -60,16 +55,17 @@ def write_map(root: Path, sample_id: str, prob: np.ndarray) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def read_map(path: Path) -> np.ndarray:
-    """The 8-bit levels of one stored map; `DataError` naming the file if it is not one."""
+def read_map(path: Path, sample_id: str) -> ProbabilityMap:
+    """One stored map; `DataError` naming the file if it is not one."""
     try:
         with Image.open(path) as img:
             array = np.asarray(img)
     except OSError as err:
         raise DataError(f"cannot read probability map {path}: {err}") from err
-    if array.dtype != np.uint8 or array.ndim != 2:
-        raise DataError(f"probability map {path} must be 8-bit single-channel, got {array.dtype} {array.shape}")
-    return array
+    try:
+        return ProbabilityMap(array, sample_id)
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
 
 
 class PredictorInfo(BaseModel):
@@ -103,9 +99,9 @@ class PredictionWriter:
             }  # fmt: skip
         )
 
-    def add(self, sample_id: str, split: str, prob: np.ndarray, **extra: object) -> None:
-        write_map(self.root, sample_id, prob)
-        self._row(sample_id, split, prob.shape[0], prob.shape[1], extra)
+    def add(self, split: str, prob: ProbabilityMap, **extra: object) -> None:
+        write_map(self.root, prob)
+        self._row(prob.sample_id, split, prob.shape[0], prob.shape[1], extra)
 
     def adopt(self, sample_id: str, split: str, written: Path, height: int, width: int, **extra: object) -> None:
         """Takes a map already written by `write_map` elsewhere (inference's resume state) as it is: a hard link
@@ -143,10 +139,10 @@ class PredictionSet:
         """The map's (height, width) from the table, without decoding it."""
         return int(self.table.at[sample_id, "height"]), int(self.table.at[sample_id, "width"])
 
-    def prob(self, sample_id: str) -> np.ndarray:
+    def prob(self, sample_id: str) -> ProbabilityMap:
         if sample_id not in self:
             raise DataError(f"prediction set {self.info.name!r} at {self.root} has no prediction for {sample_id!r}")
         path = inside(
             self.root, str(self.table.at[sample_id, "prob"]), f"{self.root / TABLE} ({sample_id!r})", DataError
         )
-        return read_map(path)
+        return read_map(path, sample_id)

@@ -159,6 +159,6 @@ def test_official_folder_predicts_through_predict_forward(tmp_path, monkeypatch,
     for sample_id in ids:
         image = PreparedDataset(tmp_path / "dataset").image(sample_id)
         expected = (image[..., 1] < LEVELS[0]) | (image[..., 0] < LEVELS[1])
-        np.testing.assert_array_equal(predictions.prob(sample_id), np.where(expected, 255, 0))
+        np.testing.assert_array_equal(predictions.prob(sample_id).levels, np.where(expected, 255, 0))
         row = predictions.table.loc[sample_id]
         assert row["n_seg"] == 2 and row["text"].startswith("Sure, [SEG] and [SEG].")

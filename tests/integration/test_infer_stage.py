@@ -68,8 +68,9 @@ def reference(published, store_settings, tmp_path_factory) -> tuple[infer.Result
 def _same_maps(a: PredictionSet, b: PredictionSet) -> None:
     assert sorted(a.table.index) == sorted(b.table.index)
     for sample_id in a.table.index:
-        np.testing.assert_array_equal(a.prob(sample_id) >= 128, b.prob(sample_id) >= 128, err_msg=sample_id)
-        difference = np.abs(a.prob(sample_id).astype(int) - b.prob(sample_id).astype(int)).max()
+        map_a, map_b = a.prob(sample_id), b.prob(sample_id)
+        np.testing.assert_array_equal(map_a.mask_at(128), map_b.mask_at(128), err_msg=sample_id)
+        difference = np.abs(map_a.levels.astype(int) - map_b.levels.astype(int)).max()
         assert difference <= 1, f"{sample_id}: maps differ by {difference}/255"
 
 
@@ -101,8 +102,8 @@ def test_native_size_maps_from_images_only(published, reference, store: ObjectSt
     probability = predict(model, processor, [dataset.image(sample_id)], [info.details["prompt"]])[0].probabilities[0]
     stored = predictions.prob(sample_id)
     assert stored.shape == dataset.image(sample_id).shape[:2]
-    assert np.abs(stored.astype(int) - np.rint(probability * 255)).max() <= 1
-    assert 0.1 < (stored >= 128).mean() < 0.9, "the mask is neither empty nor everything"
+    assert np.abs(stored.levels.astype(int) - np.rint(probability * 255)).max() <= 1
+    assert 0.1 < stored.mask_at(128).mean() < 0.9, "the mask is neither empty nor everything"
 
 
 @pytest.mark.slow
@@ -167,7 +168,7 @@ def test_generate_mode_counts_answers_without_seg(published, store, prefix, tmp_
     zero = table[table["n_seg"] == 0]
     assert len(zero) > 0 and result.summary["zero_seg_images"] == len(zero) == runs[1].info.details["zero_seg_images"]
     for sample_id in zero.index:
-        assert runs[1].prob(sample_id).max() == 0, "no [SEG], no mask: an all-zero map"
+        assert runs[1].prob(sample_id).levels.max() == 0, "no [SEG], no mask: an all-zero map"
     assert list(runs[2].table["text"]) == list(table["text"])
     _same_maps(runs[1], runs[2])
 

@@ -100,6 +100,7 @@ def _forged_predictions(
 ) -> InputRef:
     """A prediction set that copies the ground truth: what the replaced project effectively scored."""
     from vesselseg.data import PreparedDataset
+    from vesselseg.metrics import ProbabilityMap
     from vesselseg.predictions import PredictionWriter, PredictorInfo
     from vesselseg.storage import publish_dir
 
@@ -109,7 +110,7 @@ def _forged_predictions(
     writer = PredictionWriter(tmp_path / name)
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
-            writer.add(sample_id, split, np.where(dataset.mask(sample_id), 255, 0).astype(np.uint8))
+            writer.add(split, ProbabilityMap.from_probability(dataset.mask(sample_id), sample_id))
     writer.close(
         PredictorInfo(name=name, threshold=0.5, threshold_source="forged", calibrated=True, read_files=read_files)
     )

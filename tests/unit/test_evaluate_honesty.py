@@ -12,6 +12,7 @@ from vesselseg.baseline import FrangiConfig, frangi_predictions
 from vesselseg.data import DataPrepConfig, PreparedDataset, prepare_dataset
 from vesselseg.errors import HonestyError
 from vesselseg.evaluate import EvaluateConfig, evaluate
+from vesselseg.metrics import ProbabilityMap
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
 
 
@@ -33,9 +34,9 @@ def _write(dataset: PreparedDataset, root: Path, name: str, make, read_files: li
     writer = PredictionWriter(root)
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
-            prob = make(sample_id)
-            if prob is not None:
-                writer.add(sample_id, split, prob)
+            levels = make(sample_id)
+            if levels is not None:
+                writer.add(split, ProbabilityMap(levels, sample_id))
     writer.close(
         PredictorInfo(name=name, threshold=0.5, threshold_source="test", calibrated=True, read_files=read_files)
     )

@@ -20,6 +20,7 @@ from vesselseg.errors import HonestyError
 from vesselseg.evaluate import EvaluateConfig, evaluate
 from vesselseg.evaluate.plausibility import TOO_GOOD, PlausibilityConfig, human_ceiling
 from vesselseg.evaluate.table import format_table
+from vesselseg.metrics import ProbabilityMap
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
 
 IMPLAUSIBLE = ("subset_of_truth", "superset_of_truth", "beyond_human_agreement", "noise_like_errors")
@@ -39,7 +40,7 @@ def _from_truth(dataset: PreparedDataset, root: Path, name: str, change: Callabl
     read = []
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
-            writer.add(sample_id, split, np.where(change(dataset.mask(sample_id)), 255, 0).astype(np.uint8))
+            writer.add(split, ProbabilityMap.from_probability(change(dataset.mask(sample_id)), sample_id))
             read.append(f"images/{sample_id}.png")
     info = PredictorInfo(name=name, threshold=0.5, threshold_source="val", calibrated=True, read_files=read)
     writer.close(info)

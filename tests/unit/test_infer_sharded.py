@@ -29,7 +29,7 @@ def _serve(predictor, tasks: list[Task], in_flight: int) -> dict[str, tuple[np.n
         kind, _, payload = results.get()
         assert kind in ("ready", "result", "done"), payload
         if kind == "result":
-            maps.update({r.sample_id: (r.prob, r.n_seg, r.text) for r in payload})
+            maps.update({r.sample_id: (r.prob.levels, r.n_seg, r.text) for r in payload})
     return maps
 
 

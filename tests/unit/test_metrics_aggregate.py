@@ -11,6 +11,7 @@ from vesselseg.errors import DataError
 from vesselseg.metrics import (
     MACRO_NAMES,
     SCORE_NAMES,
+    ProbabilityMap,
     aggregate,
     best_threshold,
     ciou,
@@ -25,7 +26,7 @@ from vesselseg.metrics import (
 def image(seed: int, vessel: float, quality: float, shape=(48, 52)):
     rng = np.random.default_rng(seed)
     truth = rng.random(shape) < vessel
-    prob = np.clip(rng.normal(90 + quality * truth, 45), 0, 255).astype(np.uint8)
+    prob = ProbabilityMap(np.clip(rng.normal(90 + quality * truth, 45), 0, 255).astype(np.uint8), f"image {seed}")
     fov = np.ones(shape, bool)
     fov[:, :4] = False
     return prob, truth, fov
@@ -45,7 +46,7 @@ def results(images):
 def test_micro_matches_sklearn_on_pooled_pixels(images, results):
     summary = aggregate(results, n_boot=200)
     y = np.concatenate([t[f] for _, t, f in images])
-    score = np.concatenate([p[f] for p, _, f in images])
+    score = np.concatenate([p.levels[f] for p, _, f in images])
     pred = score >= level(0.5)
     micro = summary["micro"]
     assert micro["dice"] == pytest.approx(f1_score(y, pred), abs=1e-12)
@@ -69,7 +70,7 @@ def test_macro_is_mean_over_images_and_differs_from_micro(results):
 def test_macro_ignores_undefined_auc():
     a = evaluate_image(*image(1, 0.2, 100))
     no_vessel = np.zeros((48, 52), bool)
-    b = evaluate_image(np.full((48, 52), 10, np.uint8), no_vessel)
+    b = evaluate_image(ProbabilityMap(np.full((48, 52), 10, np.uint8), "no vessel"), no_vessel)
     assert math.isnan(b.auc)
     summary = aggregate([a, b], n_boot=100)
     assert summary["macro"]["auc"]["mean"] == a.auc and summary["macro"]["auc"]["n"] == 1
@@ -101,11 +102,11 @@ def test_bootstrap_matches_a_plain_loop(results):
 def test_ciou_and_giou_by_hand():
     truth = np.zeros((4, 4), bool)
     truth[0, :2] = True
-    hit = evaluate_image((truth * 255).astype(np.uint8), truth)  # IoU 1 (2/2)
+    hit = evaluate_image(ProbabilityMap((truth * 255).astype(np.uint8), "hit"), truth)  # IoU 1 (2/2)
     half = np.zeros((4, 4), np.uint8)
     half[0, 0] = half[3, 3] = 255
-    miss = evaluate_image(half, truth)  # intersection 1, union 3
-    empty = evaluate_image(np.zeros((4, 4), np.uint8), np.zeros((4, 4), bool))  # union 0
+    miss = evaluate_image(ProbabilityMap(half, "miss"), truth)  # intersection 1, union 3
+    empty = evaluate_image(ProbabilityMap(np.zeros((4, 4), np.uint8), "empty"), np.zeros((4, 4), bool))  # union 0
     assert ciou([hit, miss, empty]) == pytest.approx((2 + 1) / (2 + 3))
     assert giou([hit, miss, empty]) == pytest.approx((1 + 1 / 3 + 1) / 3)
 
@@ -114,7 +115,7 @@ def test_best_threshold_matches_brute_force_with_sklearn(images):
     counts = [image_counts(*c) for c in images]
     best, dice = best_threshold(counts)
     y = np.concatenate([t[f] for _, t, f in images])
-    score = np.concatenate([p[f] for p, _, f in images])
+    score = np.concatenate([p.levels[f] for p, _, f in images])
     brute = {lvl: f1_score(y, score >= lvl) for lvl in range(256)}
     top = max(brute.values())
     assert dice == pytest.approx(top, abs=1e-12)
@@ -123,8 +124,8 @@ def test_best_threshold_matches_brute_force_with_sklearn(images):
 
 def test_trivial_baselines_use_the_same_path(images):
     prob, truth, fov = images[1]
-    background = evaluate_image(constant_prediction(truth, 0), truth, fov)
-    foreground = evaluate_image(constant_prediction(truth, 255), truth, fov)
+    background = evaluate_image(constant_prediction(truth, 0, "image 1"), truth, fov)
+    foreground = evaluate_image(constant_prediction(truth, 255, "image 1"), truth, fov)
     fraction = truth[fov].mean()
     assert background.scores["accuracy"] == pytest.approx(1 - fraction)
     assert background.scores["dice"] == 0.0 and background.cldice == 0.0
@@ -145,7 +146,7 @@ def test_aggregate_refuses_mixed_levels_and_empty_input(images):
 def test_micro_cldice_pools_skeleton_counts(images, results):
     pred_skeleton = pred_in_truth = truth_skeleton = truth_in_pred = 0
     for prob, truth, fov in images:
-        pred, truth = (prob >= level(0.5)) & fov, truth & fov
+        pred, truth = prob.mask_at(level(0.5)) & fov, truth & fov
         s_pred, s_truth = skeletonize(pred), skeletonize(truth)
         pred_skeleton += s_pred.sum()
         pred_in_truth += (s_pred & truth).sum()

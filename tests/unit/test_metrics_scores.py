@@ -16,6 +16,7 @@ from sklearn.metrics import (
 from vesselseg.errors import DataError
 from vesselseg.metrics import (
     SCORE_NAMES,
+    ProbabilityMap,
     confusion,
     constant_prediction_counts,
     evaluate_image,
@@ -32,7 +33,7 @@ def random_case(seed: int, shape=(37, 41), vessel=0.2, with_fov=True):
     rng = np.random.default_rng(seed)
     truth = rng.random(shape) < vessel
     # Probabilities correlated with the truth so that thresholds matter, with plenty of ties.
-    prob = np.clip(rng.normal(60 + 120 * truth, 50), 0, 255).astype(np.uint8)
+    prob = ProbabilityMap(np.clip(rng.normal(60 + 120 * truth, 50), 0, 255).astype(np.uint8), f"case {seed}")
     fov = rng.random(shape) < 0.8 if with_fov else None
     return prob, truth, fov
 
@@ -61,7 +62,7 @@ def test_level_rule():
 
 
 def test_threshold_half_splits_127_from_128():
-    prob = np.array([[127, 128]], dtype=np.uint8)
+    prob = ProbabilityMap(np.array([[127, 128]], dtype=np.uint8), "pair")
     truth = np.array([[False, True]])
     result = evaluate_image(prob, truth, threshold=0.5)
     assert (result.tp, result.fp, result.fn, result.tn) == (1, 0, 0, 1)
@@ -79,8 +80,8 @@ def test_histograms_match_masked_counting(with_fov):
     prob, truth, fov = random_case(1, with_fov=with_fov)
     counts = image_counts(prob, truth, fov)
     inside = np.ones_like(truth) if fov is None else fov
-    expected_pos, _ = np.histogram(prob[inside & truth], bins=256, range=(0, 256))
-    expected_neg, _ = np.histogram(prob[inside & ~truth], bins=256, range=(0, 256))
+    expected_pos, _ = np.histogram(prob.levels[inside & truth], bins=256, range=(0, 256))
+    expected_neg, _ = np.histogram(prob.levels[inside & ~truth], bins=256, range=(0, 256))
     np.testing.assert_array_equal(counts.pos_hist, expected_pos)
     np.testing.assert_array_equal(counts.neg_hist, expected_neg)
     assert counts.fov_used is with_fov
@@ -91,7 +92,7 @@ def test_histograms_match_masked_counting(with_fov):
 def test_confusion_matches_sklearn(seed, decision_level):
     prob, truth, fov = random_case(seed)
     tp, fp, fn, tn = confusion(image_counts(prob, truth, fov), decision_level)
-    pred = prob[fov] >= decision_level
+    pred = prob.mask_at(decision_level)[fov]
     (sk_tn, sk_fp), (sk_fn, sk_tp) = confusion_matrix(truth[fov], pred, labels=[False, True])
     assert (tp, fp, fn, tn) == (sk_tp, sk_fp, sk_fn, sk_tn)
 
@@ -101,7 +102,7 @@ def test_confusion_matches_sklearn(seed, decision_level):
 def test_scores_match_sklearn(seed, threshold):
     prob, truth, fov = random_case(seed, vessel=0.05 + 0.1 * seed)
     result = evaluate_image(prob, truth, fov, threshold=threshold)
-    expected = sklearn_scores(truth[fov], prob[fov] >= level(threshold))
+    expected = sklearn_scores(truth[fov], prob.mask_at(level(threshold))[fov])
     for name in SCORE_NAMES:
         assert result.scores[name] == pytest.approx(expected[name], abs=1e-12), name
 
@@ -111,7 +112,7 @@ def test_hand_made_masks():
     truth[1:4, 2] = True  # three vessel pixels
     pred = np.zeros_like(truth)
     pred[2:5, 2] = True  # two of them found, one false positive
-    result = evaluate_image(pred.astype(np.uint8) * 255, truth)
+    result = evaluate_image(ProbabilityMap(pred.astype(np.uint8) * 255, "hand"), truth)
     assert (result.tp, result.fp, result.fn, result.tn) == (2, 1, 1, 32)
     assert result.scores["dice"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     assert result.scores["iou"] == pytest.approx(2 / 4)
@@ -175,7 +176,7 @@ def test_score_arrays_broadcast_like_scalar_scores():
 def test_pixels_outside_fov_do_not_matter():
     prob, truth, fov = random_case(3)
     rng = np.random.default_rng(99)
-    other_prob = np.where(fov, prob, rng.integers(0, 256, prob.shape)).astype(np.uint8)
+    other_prob = ProbabilityMap(np.where(fov, prob.levels, rng.integers(0, 256, prob.shape)).astype(np.uint8), "other")
     other_truth = np.where(fov, truth, rng.random(truth.shape) < 0.5)
     a = evaluate_image(prob, truth, fov).row()
     b = evaluate_image(other_prob, other_truth, fov).row()
@@ -186,7 +187,7 @@ def test_pixels_outside_fov_do_not_matter():
 def test_pool_adds_histograms():
     cases = [random_case(s) for s in range(3)]
     pooled = pool(image_counts(*c) for c in cases)
-    prob = np.concatenate([p[f] for p, _, f in cases])
+    prob = np.concatenate([p.levels[f] for p, _, f in cases])
     truth = np.concatenate([t[f] for _, t, f in cases])
     np.testing.assert_array_equal(pooled.pos_hist, np.bincount(prob[truth], minlength=256))
     assert pooled.n_pixels == prob.size
@@ -194,8 +195,6 @@ def test_pool_adds_histograms():
 
 def test_invalid_inputs_are_refused():
     prob, truth, fov = random_case(0)
-    with pytest.raises(DataError, match="uint8"):
-        image_counts(prob.astype(np.float32), truth, fov)
     with pytest.raises(DataError, match="bool"):
         image_counts(prob, truth.astype(np.uint8), fov)
     with pytest.raises(DataError, match="shape"):

@@ -7,7 +7,7 @@ from skimage.draw import disk, line, polygon_perimeter
 from skimage.measure import euler_number, label
 from skimage.morphology import skeletonize
 
-from vesselseg.metrics import betti_numbers, centerline_counts, cldice, evaluate_image, topology
+from vesselseg.metrics import ProbabilityMap, betti_numbers, centerline_counts, cldice, evaluate_image, topology
 
 
 def reference_cldice(pred: np.ndarray, truth: np.ndarray, fov: np.ndarray) -> float:
@@ -43,7 +43,7 @@ def test_cldice_matches_reference_inside_fov(seed):
     pred = ndimage.binary_dilation(truth) ^ (rng.random(truth.shape) < 0.05)
     fov = np.zeros(truth.shape, bool)
     fov[disk((48, 45), 40)] = True
-    prob = pred.astype(np.uint8) * 255
+    prob = ProbabilityMap(pred.astype(np.uint8) * 255, f"tree {seed}")
     result = evaluate_image(prob, truth, fov)
     assert result.cldice == pytest.approx(reference_cldice(pred, truth, fov), abs=1e-12)
     whole = evaluate_image(prob, truth, None)
@@ -151,7 +151,7 @@ def test_betti_errors_in_image_result():
     truth = ring(shape, (20, 20), 8, 5) | ring(shape, (20, 45), 8, 4)
     pred = np.zeros(shape, bool)
     pred[disk((20, 20), 8)] = True  # one filled disc: one component, no hole
-    result = evaluate_image(pred.astype(np.uint8) * 255, truth)
+    result = evaluate_image(ProbabilityMap(pred.astype(np.uint8) * 255, "disc"), truth)
     assert (result.topology.betti_truth.b0, result.topology.betti_truth.b1) == (2, 2)
     assert (result.betti0_error, result.betti1_error) == (1, 2)
 

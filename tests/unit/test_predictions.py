@@ -14,15 +14,16 @@ from vesselseg.data import DataPrepConfig, PreparedDataset, prepare_dataset
 from vesselseg.evaluate import EvaluateConfig, evaluate
 from vesselseg.infer.pipelined import ImageResult
 from vesselseg.infer.runner import ResumeState, finished_records, write_prediction_set
+from vesselseg.metrics import ProbabilityMap
 from vesselseg.predictions import PredictionSet, PredictorInfo
 
 
 def test_resume_state_maps_are_published_as_they_are(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    maps = {f"img{i}": rng.integers(0, 256, (20 + i, 30), dtype=np.uint8) for i in range(3)}
+    maps = {f"img{i}": ProbabilityMap(rng.integers(0, 256, (20 + i, 30), dtype=np.uint8), f"img{i}") for i in range(3)}
     state = ResumeState(tmp_path / "state")
-    for sample_id, prob in maps.items():
-        state.commit(ImageResult(sample_id, prob, 1, "[SEG]"), "test")
+    for prob in maps.values():
+        state.commit(ImageResult(prob, 1, "[SEG]"), "test")
     info = PredictorInfo(name="model", threshold=0.5, threshold_source="fixed", calibrated=True, read_files=[])
     write_prediction_set(state, finished_records(state, list(maps)), tmp_path / "out", info)
 
@@ -31,7 +32,7 @@ def test_resume_state_maps_are_published_as_they_are(tmp_path: Path) -> None:
     published = PredictionSet(tmp_path / "out")
     for sample_id, prob in maps.items():
         assert os.path.samefile(tmp_path / "out" / "probs" / f"{sample_id}.png", state.prob_path(sample_id))
-        np.testing.assert_array_equal(published.prob(sample_id), prob)
+        np.testing.assert_array_equal(published.prob(sample_id).levels, prob.levels)
         assert published.shape(sample_id) == prob.shape
     assert list(published.table["n_seg"]) == [1, 1, 1] and set(published.table["split"]) == {"test"}
 
@@ -48,7 +49,7 @@ def test_evaluate_decodes_each_map_once(dataset: PreparedDataset, tmp_path: Path
     decoded: Counter[str] = Counter()
     prob = PredictionSet.prob
 
-    def counting(self: PredictionSet, sample_id: str) -> np.ndarray:
+    def counting(self: PredictionSet, sample_id: str) -> ProbabilityMap:
         decoded[sample_id] += 1
         return prob(self, sample_id)
 

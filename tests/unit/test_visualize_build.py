@@ -25,6 +25,7 @@ from vesselseg.data import DataPrepConfig, PreparedDataset, SplitConfig, Synthet
 from vesselseg.errors import DataError
 from vesselseg.evaluate import EvaluateConfig, evaluate
 from vesselseg.evaluate.honesty import EXPLANATIONS
+from vesselseg.metrics import ProbabilityMap
 from vesselseg.predictions import PredictionSet, PredictionWriter, PredictorInfo
 from vesselseg.visualize import ERROR_COLOURS, ReportConfig, build_report, error_overlay
 from vesselseg.visualize.html import SECTIONS
@@ -45,7 +46,8 @@ def binary_predictor(dataset: PreparedDataset, out: Path) -> PredictionSet:
     for split in ("val", "test"):
         for sample_id in dataset.ids(split):
             vesselness = frangi_probability(dataset.image(sample_id), dataset.fov(sample_id))
-            writer.add(sample_id, split, np.where(vesselness >= 60, 255, 0).astype(np.uint8))
+            cut = ProbabilityMap.from_probability(vesselness, sample_id).mask_at(60)
+            writer.add(split, ProbabilityMap.from_probability(cut, sample_id))
     read = [f for split in ("val", "test") for f in dataset_files(dataset, split, ("image", "fov"))]
     info = PredictorInfo(
         name="frangi_binary", threshold=0.5, threshold_source="fixed", calibrated=False, read_files=read

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from vesselseg.errors import DataError
-from vesselseg.metrics import confusion, image_counts
+from vesselseg.metrics import ProbabilityMap, confusion, image_counts
 from vesselseg.visualize import ERROR_COLOURS, ReportConfig, error_overlay
 from vesselseg.visualize.inputs import read_train_log
 from vesselseg.visualize.panels import PanelText, Window, prediction_panel, thumbnail
@@ -38,8 +38,9 @@ def test_width_is_one_on_a_line_and_seven_on_a_seven_pixel_bar() -> None:
 
 def test_width_confusion_charges_each_pixel_to_its_vessels_width() -> None:
     truth, line, bar = line_and_bar()
-    prob = np.where(bar, 255, 0).astype(np.uint8)
-    prob[12, 30] = 255  # a false alarm two pixels from the line: charged to the thin bucket
+    levels = np.where(bar, 255, 0).astype(np.uint8)
+    levels[12, 30] = 255  # a false alarm two pixels from the line: charged to the thin bucket
+    prob = ProbabilityMap(levels, "line and bar")
     counts = width_confusion(vessel_widths(truth, None), prob, truth, None, level=128, edges=EDGES)
     assert counts[0].tolist() == [0, 1, int(line.sum())]
     assert counts[1].tolist() == [0, 0, 0]
@@ -52,7 +53,7 @@ def test_width_confusion_ignores_pixels_outside_the_fov() -> None:
     truth, line, bar = line_and_bar()
     fov = np.ones_like(truth)
     fov[:, 32:] = False
-    prob = np.full(truth.shape, 255, np.uint8)
+    prob = ProbabilityMap(np.full(truth.shape, 255, np.uint8), "all vessel")
     counts = width_confusion(vessel_widths(truth, fov), prob, truth, fov, level=128, edges=EDGES)
     tp, fp, fn, _ = confusion(image_counts(prob, truth, fov), 128)
     assert counts.sum(axis=0).tolist() == [tp, fp, fn]
@@ -77,8 +78,9 @@ def test_error_overlay_colours_are_the_confusion_even_on_an_image_of_those_colou
     rng = np.random.default_rng(3)
     shape = (40, 50)
     truth = rng.random(shape) < 0.3
-    prob = rng.integers(0, 256, shape).astype(np.uint8)
-    prob[::3, ::3] = 100  # exactly the level: predicted vessel (>=), as in the metrics
+    levels = rng.integers(0, 256, shape).astype(np.uint8)
+    levels[::3, ::3] = 100  # exactly the level: predicted vessel (>=), as in the metrics
+    prob = ProbabilityMap(levels, "random")
     fov = np.ones(shape, bool) if with_fov else None
     if fov is not None:
         fov[:, :7] = False
@@ -97,15 +99,16 @@ def test_error_overlay_colours_are_the_confusion_even_on_an_image_of_those_colou
 
 def test_error_overlay_refuses_a_mask_of_another_size() -> None:
     with pytest.raises(DataError, match="shape"):
-        error_overlay(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((8, 9), bool), None, 128)
+        prob = ProbabilityMap(np.zeros((8, 8), np.uint8), "small")
+        error_overlay(np.zeros((8, 8, 3), np.uint8), prob, np.zeros((8, 9), bool), None, 128)
 
 
 def test_panel_and_thumbnail_sizes() -> None:
     rng = np.random.default_rng(0)
     height, width = 90, 70
     image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
-    prob = rng.integers(0, 256, (height, width)).astype(np.uint8)
-    truth = prob > 200
+    prob = ProbabilityMap(rng.integers(0, 256, (height, width)).astype(np.uint8), "panel")
+    truth = prob.levels > 200
     overlay = error_overlay(image, prob, truth, None, 128)
     text = PanelText("img · model", "Dice 0.5", {"tp": 1, "fp": 2, "fn": 3})
     panel = prediction_panel(image, prob, truth, None, overlay, 128, Window(70, 50, 20), text, max_side=1000)

@@ -15,7 +15,6 @@ from scipy import ndimage
 from skimage.filters import frangi
 
 from vesselseg.config import ConfigModel
-from vesselseg.predictions import encode_probability
 
 
 class FrangiConfig(ConfigModel):
@@ -32,19 +31,20 @@ class FrangiConfig(ConfigModel):
 
 
 def frangi_probability(image: np.ndarray, fov: np.ndarray, config: FrangiConfig | None = None) -> np.ndarray:
-    """uint8 (H, W) vesselness in 0..255 for an RGB uint8 image; zero outside the (eroded) FOV."""
+    """float (H, W) vesselness of an RGB uint8 image, 1 at the in-FOV percentile (a map clips above); zero outside
+    the (eroded) FOV."""
     config = config or FrangiConfig()
     green = image[..., 1].astype(np.float64) / 255.0
     inside = fov.astype(bool)
     if config.fov_erosion_px:
         inside = ndimage.binary_erosion(inside, iterations=config.fov_erosion_px)
     if not inside.any():
-        return np.zeros(fov.shape, np.uint8)
+        return np.zeros(fov.shape)
     # Fill outside the FOV with the inside median so the black border creates no ridge response.
     filled = np.where(inside, green, np.median(green[inside]))
     response = frangi(filled, sigmas=config.sigmas, beta=config.beta, gamma=config.gamma, black_ridges=True)
     response[~inside] = 0.0
     scale = np.percentile(response[inside], config.scale_percentile)
     if scale <= 0:
-        return np.zeros(fov.shape, np.uint8)
-    return encode_probability(response / scale)
+        return np.zeros(fov.shape)
+    return response / scale

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from vesselseg.baseline.frangi import FrangiConfig, frangi_probability
 from vesselseg.data import PreparedDataset
-from vesselseg.metrics import best_threshold, image_counts, threshold_of
+from vesselseg.metrics import ProbabilityMap, best_threshold, image_counts, threshold_of
 from vesselseg.predictions import PredictionWriter, PredictorInfo
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def frangi_predictions(
     probs = {}
     for split in splits:
         for sample_id in tqdm(dataset.ids(split), desc=f"frangi {split}", unit="img", mininterval=2):
-            probs[sample_id] = (split, frangi_probability(dataset.image(sample_id), dataset.fov(sample_id), config))
+            vesselness = frangi_probability(dataset.image(sample_id), dataset.fov(sample_id), config)
+            probs[sample_id] = (split, ProbabilityMap.from_probability(vesselness, sample_id))
     chosen = [i for i in dataset.ids(threshold_split) if i in probs]
     if chosen:
         level, dice = best_threshold([image_counts(probs[i][1], dataset.mask(i), dataset.fov(i)) for i in chosen])
@@ -39,8 +40,8 @@ def frangi_predictions(
     else:
         threshold, source = 0.5, f"fixed 0.5: no {threshold_split} images were predicted"
     writer = PredictionWriter(out_dir)
-    for sample_id, (split, prob) in probs.items():
-        writer.add(sample_id, split, prob)
+    for split, prob in probs.values():
+        writer.add(split, prob)
     read = [f for s in splits for f in dataset_files(dataset, s, ("image", "fov"))]
     if chosen:
         read += dataset_files(dataset, threshold_split, ("mask",))

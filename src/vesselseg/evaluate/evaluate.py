@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +28,7 @@ from vesselseg.evaluate.honesty import HonestyCheck
 from vesselseg.evaluate.plausibility import PlausibilityConfig, human_ceiling, plausibility_checks
 from vesselseg.metrics import (
     SCORE_NAMES,
+    ProbabilityMap,
     aggregate,
     best_threshold,
     constant_prediction,
@@ -162,7 +162,7 @@ def evaluate(
     truths = {i: (dataset.mask(i), dataset.fov(i)) for i in ids}
     # Each map is decoded once; the checks and the scores below share the arrays. Images without a prediction or of
     # another size are left out here and reported by the coverage checks.
-    maps: dict[str, dict[str, np.ndarray]] = {}
+    maps: dict[str, dict[str, ProbabilityMap]] = {}
     for preds in predictions:
         decoded = {i: preds.prob(i) for i in ids if i in preds}
         maps[preds.info.name] = {i: m for i, m in decoded.items() if m.shape == truths[i][0].shape}
@@ -235,7 +235,7 @@ def evaluate(
         results = []
         for sample_id in ids:
             truth, fov = truths[sample_id]
-            result = evaluate_image(constant_prediction(truth, value), truth, fov, level=level(0.5))
+            result = evaluate_image(constant_prediction(truth, value, sample_id), truth, fov, level=level(0.5))
             results.append(result)
             rows.append(
                 {

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vesselseg.data import PreparedDataset
 from vesselseg.data.prepare import TEST_LABELS_DIR
-from vesselseg.metrics import level
+from vesselseg.metrics import ProbabilityMap, level
 from vesselseg.predictions import PredictionSet
 
 # One line per check, for readers of the report: what a pass guarantees.
@@ -44,13 +44,13 @@ class HonestyCheck(BaseModel):
 
 
 def identical_to_truth(
-    name: str, maps: dict[str, np.ndarray], truths: dict[str, np.ndarray], ids: list[str]
+    name: str, maps: dict[str, ProbabilityMap], truths: dict[str, np.ndarray], ids: list[str]
 ) -> HonestyCheck:
     """Any prediction whose binary mask at 0.5 equals the ground truth bit for bit, over the whole image.
 
     `maps`: the predictor's decoded maps of the images it can be scored on (present, of the truth's size)."""
     cut = level(0.5)
-    identical = [i for i in ids if i in maps and np.array_equal(maps[i] >= cut, truths[i][0])]
+    identical = [i for i in ids if i in maps and np.array_equal(maps[i].mask_at(cut), truths[i][0])]
     return HonestyCheck(
         name="prediction_identical_to_truth",
         predictor=name,

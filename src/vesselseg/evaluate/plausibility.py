@@ -16,6 +16,7 @@ from scipy import ndimage
 from vesselseg.config import ConfigModel
 from vesselseg.data import PreparedDataset
 from vesselseg.evaluate.honesty import HonestyCheck
+from vesselseg.metrics import ProbabilityMap
 
 TOO_GOOD = "too good to be true — investigate: "
 _NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.uint8)
@@ -97,7 +98,7 @@ def human_ceiling(dataset: PreparedDataset, ids: list[str], config: Plausibility
 
 def plausibility_checks(
     name: str,
-    maps: dict[str, np.ndarray],
+    maps: dict[str, ProbabilityMap],
     truths: dict[str, tuple[np.ndarray, np.ndarray | None]],
     decision_level: int,
     ceiling: tuple[float, str],
@@ -107,7 +108,7 @@ def plausibility_checks(
 
     `maps`: the predictor's decoded maps of the images it can be scored on; `truths`: (truth, FOV) of each."""
     images = [
-        agreement(prob >= decision_level, truths[i][0], truths[i][1], config.stray_distance)
+        agreement(prob.mask_at(decision_level), truths[i][0], truths[i][1], config.stray_distance)
         for i, prob in sorted(maps.items())
     ]
     if not images:

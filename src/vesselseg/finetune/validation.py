@@ -16,10 +16,18 @@ import torch.distributed as dist
 
 from vesselseg.data import PreparedDataset
 from vesselseg.finetune.data import Sample
-from vesselseg.metrics import ImageCounts, best_threshold, confusion, image_counts, level, scores, threshold_of
+from vesselseg.metrics import (
+    ImageCounts,
+    ProbabilityMap,
+    best_threshold,
+    confusion,
+    image_counts,
+    level,
+    scores,
+    threshold_of,
+)
 from vesselseg.model import Sa2VAModel, Sa2VAProcessor, predict
 from vesselseg.model.prompts import segmentation_prompt
-from vesselseg.predictions import encode_probability
 
 
 def validation_dice(
@@ -43,9 +51,8 @@ def validation_dice(
     )
     histograms = torch.zeros(2, 256, dtype=torch.int64)
     for sample, result in zip(share, results[: len(share)], strict=True):
-        counts = image_counts(
-            encode_probability(result.probabilities[0]), dataset.mask(sample.sample_id), dataset.fov(sample.sample_id)
-        )
+        prob = ProbabilityMap.from_probability(result.probabilities[0], sample.sample_id)
+        counts = image_counts(prob, dataset.mask(sample.sample_id), dataset.fov(sample.sample_id))
         histograms += torch.from_numpy(np.stack([counts.pos_hist, counts.neg_hist]))
     histograms = histograms.to(device)
     dist.all_reduce(histograms)

@@ -11,7 +11,7 @@ from vesselseg.infer.errors import InferError
 from vesselseg.infer.footprint import Footprint, footprint_of
 from vesselseg.infer.images import FileImages, ImageSource, SyntheticImages
 from vesselseg.infer.pipelined import ImageResult, Task
-from vesselseg.infer.predictor import ImagePrediction, PredictorSpec, to_uint8
+from vesselseg.infer.predictor import ImagePrediction, PredictorSpec, combined_probability
 from vesselseg.infer.replicas import Execution, execute
 from vesselseg.infer.source import ModelFolder, RandomPreset, meta_model
 from vesselseg.infer.strategy import Gpu, Plan, balance_layers, choose_plan, log_plan, visible_gpus
@@ -35,10 +35,10 @@ __all__ = [
     "Task",
     "balance_layers",
     "choose_plan",
+    "combined_probability",
     "execute",
     "footprint_of",
     "log_plan",
     "meta_model",
-    "to_uint8",
     "visible_gpus",
 ]

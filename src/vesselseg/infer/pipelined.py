@@ -20,11 +20,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from vesselseg.infer.images import ImageSource
 from vesselseg.infer.predictor import ImagePrediction, Predictor
+from vesselseg.metrics.levels import ProbabilityMap
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,21 @@ class Task:
 
 @dataclass
 class ImageResult:
-    sample_id: str
-    prob: np.ndarray
+    prob: ProbabilityMap
     n_seg: int
     text: str
+
+    @property
+    def sample_id(self) -> str:
+        return self.prob.sample_id
 
 
 def run_task(predictor: Predictor, images: ImageSource, task: Task) -> list[ImageResult]:
     predictions: list[ImagePrediction] = predictor([images.image(i) for i in task.sample_ids])
-    return [ImageResult(i, p.prob, p.n_seg, p.text) for i, p in zip(task.sample_ids, predictions, strict=True)]
+    return [
+        ImageResult(ProbabilityMap.from_probability(p.probability, i), p.n_seg, p.text)
+        for i, p in zip(task.sample_ids, predictions, strict=True)
+    ]
 
 
 def serve(

@@ -1,4 +1,4 @@
-"""A predictor: a loaded model copy that turns a micro-batch of images into 8-bit probability maps.
+"""A predictor: a loaded model copy that turns a micro-batch of images into probability maps.
 
 `PredictorSpec` is what a worker process receives (plain data, picklable); `build` loads the copy onto its GPUs.
 Maps are at each image's native size: the model's `predict` upsamples the logits before the sigmoid. Several
@@ -17,12 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.infer.config import Backend, DType, Layout, Mode
 from vesselseg.infer.source import ModelFolder, RandomPreset, dtype_of, meta_model
-from vesselseg.predictions import encode_probability
 
 
 @dataclass
 class ImagePrediction:
-    prob: np.ndarray  # uint8 (H, W): round(p · 255)
+    probability: np.ndarray  # float (H, W) in [0, 1]
     n_seg: int
     text: str
 
@@ -31,11 +30,11 @@ class Predictor(Protocol):
     def __call__(self, images: list[np.ndarray]) -> list[ImagePrediction]: ...
 
 
-def to_uint8(probabilities: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Pixelwise max over the masks of one image as round(p · 255); zeros when there is none."""
+def combined_probability(probabilities: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Pixelwise max over the masks of one image; zeros when there is none."""
     if not probabilities:
-        return np.zeros(size, np.uint8)
-    return encode_probability(np.max(np.stack(probabilities), axis=0))
+        return np.zeros(size, np.float32)
+    return np.max(np.stack(probabilities), axis=0)
 
 
 class NativePredictor:
@@ -56,7 +55,7 @@ class NativePredictor:
             max_new_tokens=self.max_new_tokens,
         )
         return [
-            ImagePrediction(to_uint8(r.probabilities, image.shape[:2]), r.seg_count, r.text)
+            ImagePrediction(combined_probability(r.probabilities, image.shape[:2]), r.seg_count, r.text)
             for r, image in zip(results, images, strict=True)
         ]
 

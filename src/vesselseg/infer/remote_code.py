@@ -5,7 +5,7 @@ Loading such a folder with `trust_remote_code=True` imports the Python files it 
 `trust_remote_code: true` explicitly. The model is then used through the interface the official release documents:
 `predict_forward(image=PIL image, text=..., tokenizer=...)` → `{"prediction": str, "prediction_masks": [bool
 array (frames, H, W)], ...}`, one mask per generated `[SEG]`, already thresholded at 0.5. The masks become the
-same outputs as the native backend's (union of the masks, 0 or 255), flagged uncalibrated: a 0/1 map ranks
+same outputs as the native backend's (union of the masks, p = 0 or 1), flagged uncalibrated: a 0/1 map ranks
 nothing, so AUC is reported as unavailable.
 """
 
@@ -53,7 +53,7 @@ class RemoteCodePredictor:
                     "masks must come at the image's native size (nothing is resized silently)"
                 )
             union |= mask
-        return ImagePrediction(np.where(union, 255, 0).astype(np.uint8), len(masks), str(output.get("prediction", "")))
+        return ImagePrediction(union.astype(np.float32), len(masks), str(output.get("prediction", "")))
 
 
 def load_remote_code(

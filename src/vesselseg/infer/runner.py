@@ -99,7 +99,7 @@ class ResumeState:
         return pulled
 
     def commit(self, result: ImageResult, split: str) -> None:
-        sha256 = write_map(self.root, result.sample_id, result.prob)
+        sha256 = write_map(self.root, result.prob)
         record = Record(
             sample_id=result.sample_id,
             split=split,

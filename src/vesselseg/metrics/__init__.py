@@ -1,10 +1,10 @@
 """Vessel segmentation metrics computed from 8-bit probability maps inside the field of view.
 
-Inputs per image: ``prob`` (uint8, p = value / 255), ``truth`` (bool) and ``fov`` (bool, or None to
-score the whole image, recorded as ``fov_used=False``). Pixels outside the FOV are ignored everywhere.
-Decisions: ``prob >= level(t)`` with ``level(t) = floor(255 t + 0.5)`` (``levels``). Empty masks: both
-empty scores 1, exactly one empty scores 0 (``scoring`` gives every case). Topology uses an 8-connected
-foreground and a 4-connected background (``topological``).
+Inputs per image: ``prob`` (a ``ProbabilityMap``: 8-bit levels v, p = v / 255), ``truth`` (bool) and
+``fov`` (bool, or None to score the whole image, recorded as ``fov_used=False``). Pixels outside the FOV
+are ignored everywhere. Decisions: ``v >= level(t)`` with ``level(t) = floor(255 t + 0.5)`` (``levels``).
+Empty masks: both empty scores 1, exactly one empty scores 0 (``scoring`` gives every case). Topology uses
+an 8-connected foreground and a 4-connected background (``topological``).
 """
 
 from vesselseg.metrics.aggregation import MACRO_NAMES, aggregate, best_threshold, ciou, giou
@@ -18,7 +18,7 @@ from vesselseg.metrics.counts import (
     pool,
 )
 from vesselseg.metrics.image import ImageResult, evaluate_image
-from vesselseg.metrics.levels import level, threshold_of
+from vesselseg.metrics.levels import ProbabilityMap, level, threshold_of
 from vesselseg.metrics.ranking import (
     PrCurve,
     RocCurve,
@@ -46,6 +46,7 @@ __all__ = [
     "ImageCounts",
     "ImageResult",
     "PrCurve",
+    "ProbabilityMap",
     "RocCurve",
     "Topology",
     "aggregate",

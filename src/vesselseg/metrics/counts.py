@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vesselseg.errors import DataError
-from vesselseg.metrics.levels import N_LEVELS, check_level
+from vesselseg.metrics.levels import N_LEVELS, ProbabilityMap, check_level
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,26 +53,26 @@ class ImageCounts:
         return self.positives / self.n_pixels if self.n_pixels else float("nan")
 
 
-def validate_inputs(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None) -> None:
-    """Raise ``DataError`` unless prob is 2-D uint8 and truth/fov are bool masks of its shape."""
-    if prob.ndim != 2 or prob.dtype != np.uint8:
-        raise DataError(f"probability map must be a 2-D uint8 array, got {prob.dtype} {prob.shape}")
+def validate_inputs(prob: ProbabilityMap, truth: np.ndarray, fov: np.ndarray | None) -> None:
+    """Raise ``DataError`` unless truth/fov are bool masks of the map's shape (and the FOV is not empty)."""
     masks = {"truth": truth} if fov is None else {"truth": truth, "fov": fov}
     for name, mask in masks.items():
         if mask.dtype != np.bool_:
-            raise DataError(f"{name} mask must be bool, got {mask.dtype}")
+            raise DataError(f"{name} mask of {prob.sample_id!r} must be bool, got {mask.dtype}")
         if mask.shape != prob.shape:
             # Resizing here would hide a broken inference stage, so a mismatch is an error.
-            raise DataError(f"{name} mask shape {mask.shape} differs from prediction {prob.shape}")
+            raise DataError(
+                f"{name} mask shape {mask.shape} of {prob.sample_id!r} differs from prediction {prob.shape}"
+            )
     if fov is not None and not fov.any():
-        raise DataError("FOV mask is empty: no pixel would be scored")
+        raise DataError(f"FOV mask of {prob.sample_id!r} is empty: no pixel would be scored")
 
 
-def image_counts(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) -> ImageCounts:
+def image_counts(prob: ProbabilityMap, truth: np.ndarray, fov: np.ndarray | None = None) -> ImageCounts:
     """Histograms of one image; ``fov=None`` scores the whole image and records ``fov_used=False``."""
     validate_inputs(prob, truth, fov)
     # One bincount over a 10-bit code (value, truth bit, FOV bit) avoids gathering the FOV pixels.
-    code = prob.astype(np.uint16)
+    code = prob.levels.astype(np.uint16)
     code |= truth.view(np.uint8).astype(np.uint16) << 8
     if fov is not None:
         code |= fov.view(np.uint8).astype(np.uint16) << 9
@@ -87,8 +87,8 @@ def image_counts(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = N
     )
 
 
-def constant_prediction(truth: np.ndarray, value: int) -> np.ndarray:
-    """A probability map of ``truth``'s shape holding ``value`` everywhere.
+def constant_prediction(truth: np.ndarray, value: int, sample_id: str) -> ProbabilityMap:
+    """A probability map of ``truth``'s shape holding level ``value`` everywhere.
 
     ``value=0`` is the all-background guess and ``value=255`` the all-foreground guess; feeding them to
     ``evaluate_image`` scores the trivial baselines on the same pixels with the same code as a model.
@@ -96,12 +96,12 @@ def constant_prediction(truth: np.ndarray, value: int) -> np.ndarray:
     """
     if not 0 <= value < N_LEVELS:
         raise ValueError(f"constant prediction value must lie in 0..255, got {value}")
-    return np.full(truth.shape, value, dtype=np.uint8)
+    return ProbabilityMap(np.full(truth.shape, value, dtype=np.uint8), sample_id)
 
 
 def constant_prediction_counts(truth: np.ndarray, fov: np.ndarray | None, value: int) -> ImageCounts:
-    """Histograms of ``constant_prediction(truth, value)``, for when only counts are needed."""
-    return image_counts(constant_prediction(truth, value), truth, fov)
+    """Histograms of a constant prediction of level ``value``, for when only counts are needed."""
+    return image_counts(constant_prediction(truth, value, f"constant level {value}"), truth, fov)
 
 
 def pool(counts: Iterable[ImageCounts]) -> ImageCounts:

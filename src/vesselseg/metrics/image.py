@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vesselseg.metrics.counts import ImageCounts, confusion, image_counts
-from vesselseg.metrics.levels import resolve_level, threshold_of
+from vesselseg.metrics.levels import ProbabilityMap, resolve_level, threshold_of
 from vesselseg.metrics.ranking import auc_roc, average_precision
 from vesselseg.metrics.scoring import scores
 from vesselseg.metrics.topological import Topology, topology
@@ -82,7 +82,7 @@ class ImageResult:
 
 
 def evaluate_image(
-    prob: np.ndarray,
+    prob: ProbabilityMap,
     truth: np.ndarray,
     fov: np.ndarray | None = None,
     *,
@@ -90,7 +90,7 @@ def evaluate_image(
     level: int | None = None,
     parallel: bool = True,
 ) -> ImageResult:
-    """Score a uint8 probability map against a bool truth inside a bool FOV (None: whole image).
+    """Score a probability map against a bool truth inside a bool FOV (None: whole image).
 
     Give the decision as a ``threshold`` in [0, 1] or an 8-bit ``level`` (not both; neither means
     threshold 0.5, level 128); see ``vesselseg.metrics.levels`` for the rule. Raises ``DataError`` on
@@ -98,7 +98,7 @@ def evaluate_image(
     """
     decision_level = resolve_level(threshold, level)
     counts = image_counts(prob, truth, fov)
-    pred = prob >= decision_level
+    pred = prob.mask_at(decision_level)
     if fov is not None:
         pred &= fov
         truth = truth & fov

@@ -1,8 +1,8 @@
 """Pixel renderings of one prediction: the error overlay, binary masks and the probability heat map.
 
-All take the arrays the metrics take (uint8 probability map, bool truth, bool FOV or None for the
-whole image) and follow the metrics' rules: a pixel is predicted vessel iff ``prob >= level``
-(``vesselseg.metrics.levels``) and only pixels inside the FOV are scored, so only those are coloured.
+All take what the metrics take (a ``ProbabilityMap``, bool truth, bool FOV or None for the whole
+image) and follow the metrics' rules: a pixel is predicted vessel iff it is in ``prob.mask_at(level)``
+and only pixels inside the FOV are scored, so only those are coloured.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vesselseg.metrics.counts import validate_inputs
-from vesselseg.metrics.levels import check_level
+from vesselseg.metrics.levels import ProbabilityMap
 from vesselseg.visualize.colours import FN, FP, TP, heat_lut
 
 _HEAT = heat_lut()
@@ -18,7 +18,7 @@ _OUTSIDE_FOV = 40  # grey level of unscored pixels in mask renderings
 
 
 def error_overlay(
-    image: np.ndarray, prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None, level: int
+    image: np.ndarray, prob: ProbabilityMap, truth: np.ndarray, fov: np.ndarray | None, level: int
 ) -> np.ndarray:
     """uint8 (H, W, 3): TP, FP and FN inside the FOV in their colours over a dimmed grey photograph.
 
@@ -28,13 +28,12 @@ def error_overlay(
     validate_inputs(prob, truth, fov)
     if image.shape != (*prob.shape, 3) or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 {(*prob.shape, 3)}, got {image.dtype} {image.shape}")
-    decision_level = check_level(level)
     inside = np.ones(prob.shape, bool) if fov is None else fov
     # Dimmed so that the near-white TP colour stands out, but bright enough to keep the anatomy.
     luminance = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     grey = np.where(inside, 24 + 0.4 * luminance, 0.15 * luminance).astype(np.uint8)
     out = np.repeat(grey[..., None], 3, axis=2)
-    pred = prob >= decision_level
+    pred = prob.mask_at(level)
     truth_in = truth & inside
     out[pred & truth_in] = TP
     out[pred & inside & ~truth] = FP
@@ -49,6 +48,6 @@ def mask_image(mask: np.ndarray, fov: np.ndarray | None) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def heat_map(prob: np.ndarray) -> np.ndarray:
+def heat_map(prob: ProbabilityMap) -> np.ndarray:
     """uint8 (H, W, 3): the stored probability through the report's heat-map colours."""
-    return _HEAT[prob]
+    return _HEAT[prob.levels]

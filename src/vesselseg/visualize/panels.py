@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from vesselseg.metrics.levels import threshold_of
+from vesselseg.metrics.levels import ProbabilityMap, threshold_of
 from vesselseg.visualize.colours import ERROR_COLOURS, ERROR_LABELS, heat_lut
 from vesselseg.visualize.overlay import heat_map, mask_image
 
@@ -54,7 +54,7 @@ def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
 
 def prediction_panel(
     image: np.ndarray,
-    prob: np.ndarray,
+    prob: ProbabilityMap,
     truth: np.ndarray,
     fov: np.ndarray | None,
     overlay: np.ndarray,
@@ -67,7 +67,7 @@ def prediction_panel(
     views = [
         ("Input", image),
         ("Ground truth", mask_image(truth, fov)),
-        (f"Prediction (p ≥ {threshold_of(level):.3f})", mask_image(prob >= level, fov)),
+        (f"Prediction (p ≥ {threshold_of(level):.3f})", mask_image(prob.mask_at(level), fov)),
         ("Errors inside the FOV", overlay),
         ("Probability", heat_map(prob)),
     ]

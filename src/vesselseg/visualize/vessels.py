@@ -17,6 +17,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from vesselseg.metrics.levels import ProbabilityMap
+
 
 @dataclass(frozen=True)
 class VesselWidths:
@@ -44,7 +46,7 @@ def bucket_labels(edges: Sequence[float]) -> list[str]:
 
 def width_confusion(
     widths: VesselWidths,
-    prob: np.ndarray,
+    prob: ProbabilityMap,
     truth: np.ndarray,
     fov: np.ndarray | None,
     level: int,
@@ -58,7 +60,7 @@ def width_confusion(
     if np.isnan(widths.width).all():
         return np.zeros((n_buckets, 3), np.int64)
     inside = np.ones(prob.shape, bool) if fov is None else fov
-    pred = prob >= level
+    pred = prob.mask_at(level)
     # One code per pixel, bucket * 4 + class (0 TN or outside the FOV, 1 TP, 2 FP, 3 FN), and one bincount.
     klass = np.zeros(prob.shape, np.int64)
     klass[pred & truth & inside] = 1
