@@ -186,6 +186,13 @@ def test_one_rank_matches_two_ranks_with_the_same_global_batch(
     assert (tmp_path / "checkpoint" / "latest").read_text().strip() == f"global_step{result.summary.best_step}"
 
 
+def _published_steps(store: ObjectStore, run_root: str) -> list[str]:
+    if not store.exists(run_root + finetune_rank.LEDGER):
+        return []
+    ledger = json.loads(store.get_bytes(run_root + finetune_rank.LEDGER))
+    return [step for step in ledger if store.exists(f"{run_root}step-{step}/manifest.json")]
+
+
 def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
     dataset, reference, store: ObjectStore, prefix: str
 ) -> None:
@@ -197,8 +204,9 @@ def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    # A step is this run's once its ledger names it (written after the step's manifest): resume trusts nothing else.
-    while not store.exists(run_root + finetune_rank.LEDGER):
+    # A step is this run's once the ledger names it, and complete once its manifest (written after the ledger's
+    # entry) exists: resume trusts nothing else.
+    while not _published_steps(store, run_root):
         assert child.poll() is None, f"the run exited ({child.returncode}) before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.05)

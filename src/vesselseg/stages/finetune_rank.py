@@ -8,11 +8,14 @@ What the run publishes, under `<prefix>/<run key>/` (the files in each: vesselse
     step-<N>/           kind "training-checkpoint", every `checkpoint_every` steps and at the end
     final/              kind "training", the run's result
     checkpoints.json    the ledger: step → sha256 of the manifest this run published for it
-A step artifact is complete once its manifest exists (publish_dir writes it last), so a run killed while
-uploading leaves only a prefix that readers ignore, and resuming picks the newest complete one that this run
-published: its manifest must still hash to what the ledger recorded when the run published it, so a step folder
-someone else put under the run's prefix is never loaded. Old steps are pruned only after a newer one is complete;
-a failed upload raises and never touches earlier checkpoints.
+An artifact is complete once its manifest exists (publish_dir writes it last), so a run killed while uploading
+leaves only a prefix that readers ignore. A step is the run's own only if the ledger names its manifest: resuming
+picks the newest complete one, pinned to that sha256, so a step folder someone else put under the run's prefix is
+never loaded. The ledger entry is written after the step's files and before its manifest, so no crash leaves a
+complete step the ledger does not name: dying before the entry leaves files without a manifest, dying after it an
+entry for a step that is not complete; neither is ever resumed from, and both are replaced when the step is
+published again or removed by pruning. Old steps are pruned only after a newer one is complete; a failed upload
+raises and never touches earlier checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,20 +120,28 @@ class StorePublisher:
         return InputRef(uri=self.store.uri(self.step_key(step)), manifest_sha256=sha)
 
     # ----- publishing -----
-    def _publish(self, folder: Path, key: str, kind: str, summary: dict[str, Any]) -> InputRef:
+    def _publish(
+        self,
+        folder: Path,
+        key: str,
+        kind: str,
+        summary: dict[str, Any],
+        before_visible: Callable[[InputRef], None] | None = None,
+    ) -> InputRef:
         inputs = {"dataset": self.job.dataset}
         if self.job.base_model is not None:
             inputs["base_model"] = self.job.base_model
         ref, _ = publish_dir(self.store, folder, key, kind=kind, stage=STAGE, config=self.job.stage_config,
-                             inputs=inputs, summary=summary)  # fmt: skip
+                             inputs=inputs, summary=summary, before_visible=before_visible)  # fmt: skip
         return ref
 
     def publish_step(self, folder: Path, state: TrainState) -> InputRef:
+        def own(ref: InputRef) -> None:  # before the manifest exists: see the module's docstring
+            self._write_ledger({**self._ledger(), state.step: ref.manifest_sha256})
+
         summary = {"step": state.step, "run_key": self.job.run_key, "best_step": state.best_step,
                    "best_val_dice": state.best_val_dice}  # fmt: skip
-        ref = self._publish(folder, self.step_key(state.step), STEP_KIND, summary)
-        self._write_ledger({**self._ledger(), state.step: ref.manifest_sha256})
-        return ref
+        return self._publish(folder, self.step_key(state.step), STEP_KIND, summary, before_visible=own)
 
     def publish_final(self, folder: Path, summary: TrainSummary) -> InputRef:
         return self._publish(folder, self.final_key, FINAL_KIND, summary.model_dump(mode="json", exclude={"config"}))
