@@ -142,7 +142,7 @@ def main() -> None:
     import deepspeed
 
     from vesselseg.data import DataPrepConfig, PreparedDataset, prepare_dataset
-    from vesselseg.finetune.worker import quiet_libraries
+    from vesselseg.finetune.launch import quiet_libraries
 
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)

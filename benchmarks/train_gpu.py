@@ -270,7 +270,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     on_gpu = torch.cuda.is_available()
-    from vesselseg.finetune.worker import quiet_libraries
+    from vesselseg.finetune.launch import quiet_libraries
 
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     quiet_libraries()

@@ -209,7 +209,7 @@ def main() -> None:
 
     import deepspeed
 
-    from vesselseg.finetune.worker import quiet_libraries
+    from vesselseg.finetune.launch import quiet_libraries
 
     on_gpu = torch.cuda.is_available()
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():

@@ -21,7 +21,7 @@ from vesselseg.convert.sample_checkpoint import SampleJob, write_sample_checkpoi
 from vesselseg.finetune import TrainingError
 from vesselseg.finetune import checkpoint as ckpt
 from vesselseg.finetune.safe_load import UnsafeCheckpointError, deepspeed_globals, load, pickle_enums_by_value
-from vesselseg.stages import data_prep, finetune
+from vesselseg.stages import data_prep, finetune, finetune_rank
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir
 
 pytestmark = pytest.mark.slow
@@ -145,4 +145,4 @@ def test_resume_takes_only_steps_this_run_published_and_never_runs_a_pickle(
     with pytest.raises(TrainingError, match=r"UnsafeCheckpointError: .*optim_states\.pt: refused to unpickle"):
         finetune.run(_config(dataset, prefix, resume=planted), store)
     assert not marker.exists(), "the rank file's command ran"
-    assert sorted(json.loads(store.get_bytes(root + ckpt.LEDGER))) == ["1", "2"]
+    assert sorted(json.loads(store.get_bytes(root + finetune_rank.LEDGER))) == ["1", "2"]

@@ -27,11 +27,10 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 from vesselseg.errors import StorageError
 from vesselseg.finetune import TrainingError
 from vesselseg.finetune.base_model import load_base_model
-from vesselseg.finetune.checkpoint import LEDGER
 from vesselseg.finetune.launch import run_workers
 from vesselseg.model import Sa2VAConfig, Sa2VAModel, apply_training_recipe
 from vesselseg.model.official import OfficialImportError
-from vesselseg.stages import data_prep, finetune
+from vesselseg.stages import data_prep, finetune, finetune_rank
 from vesselseg.storage import ObjectStore, fetch_dir, publish_dir, read_manifest
 from vesselseg.storage.settings import work_dir
 
@@ -126,7 +125,7 @@ def test_ranks_refuse_a_world_the_stage_did_not_plan(dataset, store: ObjectStore
     assert job.world_size == 2
     (tmp_path / "job.json").write_text(job.model_dump_json())
     with pytest.raises(TrainingError, match="1 ranks joined but the stage planned the run for 2"):
-        run_workers(tmp_path / "job.json", tmp_path / "result.json", 1, on_gpu=False)
+        run_workers(finetune_rank.__name__, tmp_path / "job.json", tmp_path / "result.json", 1, on_gpu=False)
     assert not (tmp_path / "result.json").exists()
 
 
@@ -188,6 +187,13 @@ def test_one_rank_matches_two_ranks_with_the_same_global_batch(
     assert (tmp_path / "checkpoint" / "latest").read_text().strip() == f"global_step{result.summary.best_step}"
 
 
+def _published_steps(store: ObjectStore, run_root: str) -> list[str]:
+    if not store.exists(run_root + finetune_rank.LEDGER):
+        return []
+    ledger = json.loads(store.get_bytes(run_root + finetune_rank.LEDGER))
+    return [step for step in ledger if store.exists(f"{run_root}step-{step}/manifest.json")]
+
+
 def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
     dataset, reference, store: ObjectStore, prefix: str
 ) -> None:
@@ -199,8 +205,9 @@ def test_killed_run_resumes_from_its_newest_checkpoint_and_matches(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    # A step is this run's once its ledger names it (written after the step's manifest): resume trusts nothing else.
-    while not store.exists(run_root + LEDGER):
+    # A step is this run's once the ledger names it, and complete once its manifest (written after the ledger's
+    # entry) exists: resume trusts nothing else.
+    while not _published_steps(store, run_root):
         assert child.poll() is None, f"the run exited ({child.returncode}) before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.05)

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from vesselseg.errors import IntegrityError, StorageError
-from vesselseg.storage import ObjectStore, StoreSettings, fetch_dir, publish_dir, read_manifest, server, sha256_file
+from vesselseg.storage import (
+    InputRef,
+    ObjectStore,
+    StoreSettings,
+    fetch_dir,
+    publish_dir,
+    read_manifest,
+    server,
+    sha256_file,
+)
 
 
 def _artifact(root: Path, n: int = 3, size: int = 1000) -> Path:
@@ -81,6 +90,30 @@ def test_identical_republish_keeps_the_manifest_and_old_references_valid(
     assert manifest.file("nested/note.txt").size == len("changed")
     other_config, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={"v": 2})
     assert other_config.manifest_sha256 != changed.manifest_sha256
+
+
+def test_before_visible_sees_the_artifact_before_anyone_else_can(
+    store: ObjectStore, prefix: str, tmp_path: Path
+) -> None:
+    seen: list[tuple[InputRef, bool]] = []
+
+    def record(ref: InputRef) -> None:
+        seen.append((ref, store.exists(f"{prefix}/manifest.json")))
+
+    src = _artifact(tmp_path / "a")
+    first, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={}, before_visible=record)
+    kept, _ = publish_dir(store, src, prefix, kind="test", stage="unit", config={}, before_visible=record)
+    # Called before the manifest exists, with the pointer it then gets; a kept artifact is named all the same.
+    assert seen == [(first, False), (kept, True)] and kept == first
+
+    def refuse(ref: InputRef) -> None:
+        raise RuntimeError("not recorded")
+
+    (src / "nested" / "note.txt").write_text("changed")
+    with pytest.raises(RuntimeError, match="not recorded"):
+        publish_dir(store, src, prefix, kind="test", stage="unit", config={}, before_visible=refuse)
+    with pytest.raises(StorageError, match="no manifest.json"):
+        read_manifest(store, store.uri(prefix))
 
 
 def test_same_files_from_another_commit_keep_the_manifest_under_its_readers(

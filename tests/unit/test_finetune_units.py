@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,9 @@ from vesselseg.finetune.data import DataOrder, augment
 from vesselseg.finetune.engine import deepspeed_config, lr_factor, prepare_model
 from vesselseg.finetune.launch import worker_env
 from vesselseg.finetune.loop import check_finite, forward_context
+from vesselseg.finetune.publisher import RunPublisher
 from vesselseg.model import Sa2VAModel, apply_training_recipe, build_tokenizer, preset_config, prompts
+from vesselseg.stages.finetune_rank import StorePublisher
 
 
 def _global_batches(order: DataOrder, step: int, world: int, accumulation: int) -> list[list[int]]:
@@ -240,3 +244,10 @@ def test_cpu_autocast_runs_the_forward_in_bf16_only_where_asked(autocast: str, o
     assert (product.dtype == torch.bfloat16) == enabled
     # The autocast setting changes the trained weights, so it is part of the run key.
     assert config.key_fields()["autocast"] == autocast
+
+
+def test_the_stage_publisher_answers_every_call_the_loop_makes_with_its_signature() -> None:
+    # Nothing type-checks the Protocol here: a method missing or changed on one side would fail a run mid-way.
+    wanted = {name: inspect.signature(fn) for name, fn in vars(RunPublisher).items() if not name.startswith("_")}
+    assert len(wanted) >= 9
+    assert {name: inspect.signature(getattr(StorePublisher, name)) for name in wanted} == wanted

@@ -7,6 +7,9 @@
   `vesselseg.container_runner`, `vesselseg.cluster`, `components/`, `pipeline.py`.
 
 Every import is read from the source (AST), those inside functions included: a lazy import is still an arrow.
+
+Within the library, the fine-tuning loop and its checkpoints never reach the object store themselves: the one job
+that publishes while it runs gets a publisher from its stage (vesselseg.stages.finetune_rank).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ SRC = ROOT / "src"
 GLUE = ("vesselseg.kfp_glue", "vesselseg.run_parameters", "vesselseg.cli", "vesselseg.local_run",
         "vesselseg.container_runner", "vesselseg.cluster", "components", "pipeline")  # fmt: skip
 RANK = {"library": 0, "stages": 1, "glue": 2}
+# May name an artifact (InputRef) but import nothing that reads, writes or builds a store.
+STORE_FREE = ("vesselseg.finetune.loop", "vesselseg.finetune.checkpoint", "vesselseg.finetune.publisher")
+STORE_TYPES = {"vesselseg.storage.InputRef", "vesselseg.storage.artifact.InputRef"}
 
 
 def layer(module: str) -> str:
@@ -70,13 +76,34 @@ def upward_arrows() -> list[str]:
     return arrows
 
 
+def store_imports(module: str, path: Path) -> list[str]:
+    """What `module` imports of the object store: anything from vesselseg.storage but InputRef, an `ObjectStore`
+    from anywhere."""
+    return [
+        name
+        for name in imports(module, path)
+        if (name == "vesselseg.storage" or name.startswith("vesselseg.storage.") or name.endswith(".ObjectStore"))
+        and name not in STORE_TYPES
+    ]
+
+
 def test_no_module_imports_a_layer_above_its_own() -> None:
     assert upward_arrows() == []
 
 
-def test_the_walk_sees_the_arrows_it_must_refuse() -> None:
+def test_the_training_loop_reaches_the_store_only_through_its_publisher() -> None:
+    ours = modules()
+    assert {module: store_imports(module, ours[module]) for module in STORE_FREE} == dict.fromkeys(STORE_FREE, [])
+
+
+def test_the_walk_sees_the_arrows_it_must_refuse(tmp_path: Path) -> None:
     assert layer("vesselseg.finetune.base_model") == "library" and layer("vesselseg.stages.finetune") == "stages"
     assert layer("vesselseg.cluster.trainjob") == "glue" and layer("components") == "glue"
     lazy = ast.parse("def f():\n    from vesselseg.stages import import_official\n")
     assert any(isinstance(n, ast.ImportFrom) and n.module == "vesselseg.stages" for n in ast.walk(lazy))
     assert len(modules()) > 100
+    old_loop = "from vesselseg.storage import InputRef, ObjectStore, fetch_dir\nfrom vesselseg.x import ObjectStore\n"
+    (tmp_path / "loop.py").write_text(old_loop)
+    assert store_imports("vesselseg.finetune.loop", tmp_path / "loop.py") == [
+        "vesselseg.storage.ObjectStore", "vesselseg.storage.fetch_dir", "vesselseg.x.ObjectStore",
+    ]  # fmt: skip

@@ -161,7 +161,8 @@ def load_base_model(
 
     A preset is built directly on `device` in `dtype` (an 8-GPU node would otherwise hold eight fp32 copies in host
     memory); an artifact is read from `folder`, fetched there first unless `fetch_base_model` already did. `ref` is
-    the artifact the run pinned (`base_model_ref`); without it the spec is resolved here.
+    the artifact the run pinned (`base_model_ref`); without it the spec is resolved here. `store` (by default one
+    from the environment) is used only to resolve the spec or to fill an empty `folder`.
     """
     overrides = overrides or {}
     if spec.startswith(PRESET):
@@ -174,14 +175,15 @@ def load_base_model(
         finally:
             torch.set_default_dtype(previous)
         return model, Sa2VAProcessor(config, build_tokenizer())
-    store = store or ObjectStore()
-    ref = ref or base_model_ref(spec, store)
+    if ref is None:
+        store = store or ObjectStore()
+        ref = base_model_ref(spec, store)
     if sam2 is not None and sam2.is_set:
         raise TrainingError(f"sam2 geometry applies to presets; the model at {spec} fixes its own SAM2 input")
     if folder is None:
         raise TrainingError(f"loading the base model {spec} needs a local folder to fetch it into")
     if not (folder / "config.json").is_file():
-        fetch_base_model(ref, store, folder)
+        fetch_base_model(ref, store or ObjectStore(), folder)
     config = _artifact_config(spec, folder, overrides)
     model, info = Sa2VAModel.from_pretrained(folder, config=config, dtype=dtype, output_loading_info=True)
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from vesselseg.finetune.errors import TrainingError
@@ -65,6 +66,15 @@ def log_as_rank() -> None:
     )
 
 
+def quiet_libraries() -> None:
+    """DeepSpeed logs its whole config at INFO and torch warns about internals; keep the console for our lines."""
+    import deepspeed
+
+    deepspeed.utils.logger.setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+
+
 def worker_env(nproc: int, on_gpu: bool) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -84,14 +94,15 @@ def worker_env(nproc: int, on_gpu: bool) -> dict[str, str]:
     return env
 
 
-def run_workers(job: Path, result: Path, nproc: int, on_gpu: bool) -> None:
-    """Runs `python -m vesselseg.finetune.worker` on `nproc` ranks and streams their output; raises on failure.
+def run_workers(module: str, job: Path, result: Path, nproc: int, on_gpu: bool) -> None:
+    """Runs `python -m <module> --job <job> --result <result>` on `nproc` ranks (the stage names its rank entry point)
+    and streams their output; raises on failure.
 
     The ranks share this process group, so killing the stage's group (a pod being stopped) stops them too.
     """
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "vesselseg.finetune.worker", "--job", str(job), "--result", str(result),
+        "-m", module, "--job", str(job), "--result", str(result),
     ]  # fmt: skip
     process = subprocess.Popen(
         command,

@@ -8,6 +8,7 @@
     4. each step: micro-batches with gradient accumulation, one JSONL row of global numbers; validation Dice every
        `val_every`; `engine.save_checkpoint` every `checkpoint_every`, published by rank 0 as a step artifact
     5. the final artifact (last or best step), then the local folder is removed
+Everything that touches the object store goes through the `RunPublisher` the stage hands over (publisher.py).
 Randomness inside the model (dropout) is reseeded from (seed, step, micro-batch) before every forward pass, so a
 resumed run needs no saved generator state and a run on more ranks draws the same numbers.
 """
@@ -29,9 +30,8 @@ import torch
 import torch.distributed as dist
 
 from vesselseg.data import PreparedDataset
-from vesselseg.data.fetch import fetch_splits
 from vesselseg.finetune import checkpoint as ckpt
-from vesselseg.finetune.base_model import config_digest, fetch_base_model, load_base_model
+from vesselseg.finetune.base_model import config_digest, load_base_model
 from vesselseg.finetune.config import FinetuneConfig
 from vesselseg.finetune.data import DataOrder, MicroBatches, loader, split_samples
 from vesselseg.finetune.engine import initialize
@@ -39,10 +39,11 @@ from vesselseg.finetune.errors import TrainingError
 from vesselseg.finetune.job import TrainJob, TrainResult, TrainSummary
 from vesselseg.finetune.launch import LAUNCHED_AT_ENV
 from vesselseg.finetune.log import Progress, TrainLog
+from vesselseg.finetune.publisher import RunPublisher
 from vesselseg.finetune.safe_load import deepspeed_loads
 from vesselseg.finetune.validation import validation_dice
 from vesselseg.model import apply_training_recipe
-from vesselseg.storage import InputRef, ObjectStore, fetch_dir, resolve
+from vesselseg.storage import InputRef
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ def check_finite(step: int, loss: float, grad_norm: Any) -> None:
 
 
 class Trainer:
-    def __init__(self, job: TrainJob) -> None:
-        self.job, self.config = job, job.config
+    def __init__(self, job: TrainJob, publisher: RunPublisher) -> None:
+        self.job, self.config, self.publisher = job, job.config, publisher
         self.device = _setup_distributed()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if self.world != job.world_size:
@@ -128,8 +129,6 @@ class Trainer:
             )
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.accumulation = self.config.gradient_accumulation(self.world)
-        self.store = ObjectStore()
-        self.artifacts = ckpt.RunArtifacts(self.store, job.prefix, job.run_key)
         # Ranks started by another launcher each planned their own folder name: rank 0's is the one.
         self.workdir = Path(_broadcast(job.workdir))
         self.started = time.monotonic()
@@ -137,33 +136,26 @@ class Trainer:
         self.started_after = time.time() - float(os.environ.get(LAUNCHED_AT_ENV, time.time()))
 
     # ----- set-up -----
-    def _plan(self) -> dict[str, Any]:
+    def _plan(self) -> tuple[TrainResult | None, InputRef | None]:
         """Rank 0's look at the store: the finished result, or the checkpoint to resume from (or none)."""
         if self.config.resume == "never":
-            return {"final": None, "resume": None}
+            return None, None
         if self.config.resume == "auto":
-            final = self.artifacts.final()
-            if final is not None:
-                return {"final": final, "resume": None}
-            steps = self.artifacts.published_steps()
-            return {"final": None, "resume": self.artifacts.published_step_ref(steps[-1]) if steps else None}
-        return {"final": None, "resume": resolve(self.store, self.config.resume)}
+            finished = self.publisher.finished()
+            if finished is not None:
+                return finished, None
+            steps = self.publisher.published_steps()
+            return None, self.publisher.step(steps[-1]) if steps else None
+        return None, self.publisher.resolve(self.config.resume)
 
     def _prepare_local(self, resume: InputRef | None) -> None:
         """Local rank 0 fills the work folder; the other ranks of the node read it after the barrier."""
         if self.local_rank == 0:
             shutil.rmtree(self.workdir, ignore_errors=True)
             splits = [self.config.val_split] if self.config.val_every else []
-            fetch_splits(self.store, self.job.dataset, self.workdir / "dataset", ["train", *splits], ["train", *splits])
-            fetch_dir(
-                self.store,
-                self.job.dataset,
-                self.workdir / "dataset",
-                only=[f"annotations/{split}.json" for split in ["train", *splits]],
-            )
-            fetch_base_model(self.job.base_model, self.store, self.workdir / "base")
+            self.publisher.fetch_inputs(["train", *splits], self.workdir / "dataset", self.workdir / "base")
             if resume is not None:
-                fetch_dir(self.store, resume, self.workdir / "resume")
+                self.publisher.fetch(resume, self.workdir / "resume")
         dist.barrier()
 
     def _build(self) -> None:
@@ -174,7 +166,6 @@ class Trainer:
             config.model_overrides,
             config.sam2,
             folder=self.workdir / "base",
-            store=self.store,
             device=self.device,
             dtype=torch.bfloat16 if self.job.precision == "bf16" else torch.float32,
             # The artifact the run key hashed, already fetched by local rank 0: no rank resolves the spec again.
@@ -202,10 +193,11 @@ class Trainer:
 
     # ----- training -----
     def run(self) -> TrainResult:
-        plan = _broadcast(self._plan() if self.rank == 0 else None)
-        if plan["final"] is not None:
-            return self._finished(plan["final"])
-        resume = plan["resume"]
+        finished, resume = _broadcast(self._plan() if self.rank == 0 else None)
+        if finished is not None:
+            if self.rank == 0:
+                log.info("run %s is already complete at %s; nothing to train", self.job.run_key, finished.training.uri)
+            return finished
         fetch_started = time.monotonic()
         self._prepare_local(resume)
         self.fetch_s = time.monotonic() - fetch_started
@@ -215,16 +207,6 @@ class Trainer:
         if self.local_rank == 0:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return result
-
-    def _finished(self, final: InputRef) -> TrainResult:
-        result = None
-        if self.rank == 0:
-            log.info("run %s is already complete at %s; nothing to train", self.job.run_key, final.uri)
-            summary = TrainSummary.model_validate_json(
-                self.store.get_bytes(self.artifacts.final_key + ckpt.SUMMARY_FILE)
-            )
-            result = TrainResult(training=final, summary=summary, resumed_from_step=None)
-        return _broadcast(result)
 
     def _train(self, resume: InputRef | None) -> TrainResult:
         config = self.config
@@ -369,31 +351,13 @@ class Trainer:
         ckpt.write_model_folder(self.model_config, self.processor, folder / ckpt.MODEL_DIR)
         self.train_log.write(folder / ckpt.LOG_FILE)
         (folder / ckpt.STATE_FILE).write_text(self.state.model_dump_json(indent=2))
-        ref = self.artifacts.publish(
-            folder,
-            self.artifacts.step_key(step),
-            ckpt.STEP_KIND,
-            self.job.stage_config,
-            self._inputs(),
-            {
-                "step": step,
-                "run_key": self.job.run_key,
-                "best_step": self.state.best_step,
-                "best_val_dice": self.state.best_val_dice,
-            },
-        )
+        ref = self.publisher.publish_step(folder, self.state)
         log.info("checkpoint of step %d published at %s", step, ref.uri)
         protect = {self.state.best_step} if self.config.final_model == "best" and self.state.best_step else set()
-        self.artifacts.prune(self.config.keep_checkpoints, protect)
+        self.publisher.prune(self.config.keep_checkpoints, protect)
         for old in (self.workdir / "steps").iterdir():
             if old != folder and old.name != f"step-{self.state.best_step}":
                 shutil.rmtree(old)
-
-    def _inputs(self) -> dict[str, InputRef]:
-        inputs = {"dataset": self.job.dataset}
-        if self.job.base_model is not None:
-            inputs["base_model"] = self.job.base_model
-        return inputs
 
     def _publish_final(self) -> TrainResult:
         config = self.config
@@ -401,20 +365,13 @@ class Trainer:
         source = self._step_folder(final_step)
         if not source.is_dir():
             # The best step was saved before this launch resumed; its artifact is protected from pruning.
-            fetch_dir(self.store, self.artifacts.published_step_ref(final_step), source)
+            self.publisher.fetch(self.publisher.step(final_step), source)
         staging = self.workdir / "final"
         ckpt.assemble(source, staging)
         self.train_log.write(staging / ckpt.LOG_FILE)
         summary = self._summary(final_step)
         (staging / ckpt.SUMMARY_FILE).write_text(summary.model_dump_json(indent=2))
-        ref = self.artifacts.publish(
-            staging,
-            self.artifacts.final_key,
-            ckpt.FINAL_KIND,
-            self.job.stage_config,
-            self._inputs(),
-            summary.model_dump(mode="json", exclude={"config"}),
-        )
+        ref = self.publisher.publish_final(staging, summary)
         log.info("training artifact published at %s", ref.uri)
         resumed = self.state.resumed_from[-1] if self.state.resumed_from else None
         return TrainResult(training=ref, summary=summary, resumed_from_step=resumed)
@@ -451,6 +408,6 @@ class Trainer:
         )
 
 
-def train(job: TrainJob) -> TrainResult:
-    """Runs the job on this rank; every rank returns the same result."""
-    return Trainer(job).run()
+def train(job: TrainJob, publisher: RunPublisher) -> TrainResult:
+    """Runs the job on this rank, fetching and publishing through `publisher`; every rank returns the same result."""
+    return Trainer(job, publisher).run()

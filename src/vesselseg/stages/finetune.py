@@ -1,9 +1,10 @@
 """finetune: DeepSpeed fine-tuning of a Sa2VA model on a data-prep artifact, resumable, published as artifacts.
 
 The stage checks its inputs, fixes the run (run key, precision, ranks), then starts torchrun with one rank per
-GPU, or `cpu_processes` gloo ranks on the CPU, and returns what rank 0 published. Started as one rank of a job
-another launcher made (a Kubeflow TrainJob runs this on every rank), it trains in-process instead.
-Artifacts: `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/final/` (vesselseg.finetune.checkpoint).
+GPU, or `cpu_processes` gloo ranks on the CPU (each `python -m vesselseg.stages.finetune_rank`), and returns what
+rank 0 published. Started as one rank of a job another launcher made (a Kubeflow TrainJob runs this on every rank),
+it trains in-process instead. Either way each rank hands the library's loop the run's publisher
+(`finetune_rank.StorePublisher`): `<prefix>/<run key>/step-<N>/` checkpoints and `<prefix>/<run key>/final/`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from vesselseg.finetune.job import TrainJob, TrainResult
 from vesselseg.finetune.launch import launched_rank, launched_world_size, run_workers
 from vesselseg.finetune.workdir import LAUNCH_SUFFIX, claimed, new_workdir, remove_abandoned
 from vesselseg.model import Sa2VAConfig
-from vesselseg.stages import import_official
+from vesselseg.stages import finetune_rank, import_official
 from vesselseg.stages.contract import Emitted, Input, Metrics, Output, Pointer, Stage
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, fetch_dir, read_manifest, resolve
@@ -149,9 +150,7 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         store.uri(f"{job.prefix}/{job.run_key}/"),
     )
     if launched_rank():
-        from vesselseg.finetune.loop import train
-
-        return train(job)
+        return finetune_rank.train_rank(job, store)
     import torch
 
     workdir = Path(job.workdir)
@@ -161,9 +160,10 @@ def run(config: Config, store: ObjectStore | None = None) -> Result:
         remove_abandoned(workdir.parent, run_name(job.prefix, job.run_key))
         launch = Path(f"{workdir}{LAUNCH_SUFFIX}")
         launch.mkdir(parents=True)
-        (launch / "job.json").write_text(job.model_dump_json(indent=2))
-        run_workers(launch / "job.json", launch / "result.json", job.world_size, torch.cuda.is_available())
-        return Result.model_validate_json((launch / "result.json").read_text())
+        job_file, result_file = launch / "job.json", launch / "result.json"
+        job_file.write_text(job.model_dump_json(indent=2))
+        run_workers(finetune_rank.__name__, job_file, result_file, job.world_size, torch.cuda.is_available())
+        return Result.model_validate_json(result_file.read_text())
 
 
 def emit(result: Result, store: ObjectStore) -> dict[str, Emitted]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +134,15 @@ def publish_dir(
     summary: dict[str, Any] | None = None,
     run_stats: dict[str, Any] | None = None,
     cache: bool = True,
+    before_visible: Callable[[InputRef], None] | None = None,
 ) -> tuple[InputRef, Manifest]:
     """Upload every file under `local_dir` to `prefix/` and then its manifest; returns a pointer to it.
 
     With `cache` (the default) the files also seed this machine's artifact cache (`storage.cache`); without, they
     stay out of it (data that other stages must not find on a shared disk: the test labels).
+    `before_visible` is called with that pointer once every file is uploaded and before the manifest makes the
+    artifact visible, so a caller can record the artifact as its own before anyone can see it; if it raises, no
+    manifest is written. When an identical artifact is kept (below), it is called with the kept one's pointer.
     """
     prefix = prefix.rstrip("/") + "/"
     files = _local_files(local_dir)
@@ -154,6 +159,8 @@ def publish_dir(
                  len(files))  # fmt: skip
         if cache:
             artifact_cache.seed(unchanged[0].manifest_sha256, local_dir, unchanged[1].files)
+        if before_visible is not None:
+            before_visible(unchanged[0])
         return unchanged
     nested = [key for key in store.list(prefix) if key.endswith("/" + MANIFEST) and key != manifest_key]
     if nested:
@@ -177,8 +184,10 @@ def publish_dir(
     manifest.created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     # Validated as readers will validate it (files were appended unchecked).
     blob = Manifest.model_validate(manifest.model_dump()).model_dump_json(indent=2).encode()
-    store.put_bytes(manifest_key, blob, content_type="application/json")
     ref = InputRef(uri=store.uri(prefix), manifest_sha256=hashlib.sha256(blob).hexdigest())
+    if before_visible is not None:
+        before_visible(ref)
+    store.put_bytes(manifest_key, blob, content_type="application/json")
     if cache:
         artifact_cache.seed(ref.manifest_sha256, local_dir, manifest.files)
     return ref, manifest
