@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from vesselseg.cluster.commands import add_cluster_commands
-from vesselseg.config import load_config
+from vesselseg.config import apply_overrides, load_config
 from vesselseg.errors import VesselsegError
 from vesselseg.recipes import add_recipe_option, with_recipe
-from vesselseg.stages import STAGES, stage_contract
+from vesselseg.stages import stage_contract, stage_names
 
 
 def _store(args: argparse.Namespace) -> int:
@@ -65,7 +65,7 @@ def _run_local(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from vesselseg.local_run import compile_pipeline
 
-    print(compile_pipeline(args.pipeline, args.out))
+    print(compile_pipeline(args.pipeline, args.out, apply_overrides({}, args.set)))
     return 0
 
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("action", choices=["up", "down", "status"])
     store.set_defaults(func=_store)
 
-    for name in STAGES:
+    for name in stage_names():
         stage = sub.add_parser(name, help=f"run the {name} stage")
         stage.add_argument("config", nargs="?", type=Path, help="YAML config file (defaults apply without one)")
         stage.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
     comp.add_argument("--pipeline", type=Path, default=Path("pipeline.py"))
     comp.add_argument("--out", type=Path, default=Path("build/pipeline.yaml"))
+    comp.add_argument(
+        "--set", action="append", default=[], metavar="PARAM=VALUE", help="a pipeline parameter's compiled default"
+    )
     comp.set_defaults(func=_compile)
 
     add_cluster_commands(sub)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from vesselseg.config import ConfigError, apply_overrides
 from vesselseg.opt_ins import ENV
-from vesselseg.run_parameters import SUFFIX, check_run_parameters
+from vesselseg.run_parameters import check_run_parameters
 from vesselseg.storage import server
 from vesselseg.storage.settings import StoreSettings, work_dir
 
@@ -46,18 +46,19 @@ def load_pipeline(pipeline_file: Path) -> Callable[..., Any]:
     spec.loader.exec_module(module)
     if not hasattr(module, "vesselseg_pipeline"):
         raise ConfigError(f"{pipeline_file} defines no `vesselseg_pipeline`")
-    pipeline = module.vesselseg_pipeline
-    # The defaults a compiled pipeline carries are run parameters like any other.
-    inputs = pipeline.component_spec.inputs or {}
-    check_run_parameters({name: spec.default or {} for name, spec in inputs.items() if name.endswith(SUFFIX)})
-    return pipeline
+    return module.vesselseg_pipeline
 
 
-def compile_pipeline(pipeline_file: Path, out: Path) -> Path:
+def compile_pipeline(pipeline_file: Path, out: Path, params: dict[str, Any] | None = None) -> Path:
+    """Compile the pipeline, `params` becoming its parameters' defaults: run parameters like any other, checked
+    before kfp or the pipeline is imported."""
+    params = params or {}
+    check_run_parameters(params)
     from kfp import compiler
 
+    pipeline = load_pipeline(pipeline_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(load_pipeline(pipeline_file), str(out))
+    compiler.Compiler().compile(pipeline, str(out), pipeline_parameters=_parameters(pipeline, params))
     return out
 
 

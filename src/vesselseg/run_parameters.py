@@ -1,9 +1,9 @@
 """Run parameters checked before anything runs: each `<stage>_overrides` dict against its stage's config.
 
 A typo in `visualize_overrides` would otherwise surface only when the visualize task starts, after fine-tuning.
-The check reads the stages' contracts as data (`stages/contracts.json`: each config's JSON schema), so it answers
-in a fraction of a second without importing torch; it applies the configs' own rule, `extra="forbid"`, at every
-level, and the task validates the whole config again with pydantic when it runs.
+The check reads the stages' contracts as data (`vesselseg.stages.load_contracts`: each config's JSON schema), so it
+answers in a fraction of a second without importing torch; it applies the configs' own rule, `extra="forbid"`, at
+every level, and the task validates the whole config again with pydantic when it runs.
 """
 
 from __future__ import annotations

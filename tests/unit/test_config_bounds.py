@@ -23,11 +23,11 @@ from vesselseg.finetune.config import FinetuneConfig
 from vesselseg.finetune.job import TrainJob
 from vesselseg.infer.config import MemoryConfig
 from vesselseg.promote import PromoteConfig
-from vesselseg.stages import STAGES, stage_module
+from vesselseg.stages import discover
 from vesselseg.storage.object_store import FileEntry
 from vesselseg.storage.settings import StoreSettings
 
-ROOTS: list[type[BaseModel]] = [stage_module(name).Config for name in STAGES] + [
+ROOTS: list[type[BaseModel]] = [stage.config for stage in discover().values()] + [
     ClusterConfig,
     StoreSettings,
     KfpTarget,

@@ -67,8 +67,12 @@ def test_cli_reports_errors_without_traceback(capsys: pytest.CaptureFixture[str]
 def test_compiled_pipeline_loads_back(tmp_path: Path) -> None:
     from kfp.components import load_component_from_file
 
-    out = compile_pipeline(ROOT / "pipeline.py", tmp_path / "pipeline.yaml")
+    params = {"seed": 3, "finetune_overrides": {"training": {"steps": 5}}}
+    out = compile_pipeline(ROOT / "pipeline.py", tmp_path / "pipeline.yaml", params)
     spec = yaml.safe_load(out.read_text())
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["seed"]["defaultValue"] == 3 and defaults["infer_overrides"]["defaultValue"] == {}
+    assert defaults["finetune_overrides"]["defaultValue"] == {"training": {"steps": 5}}
     assert spec["pipelineInfo"]["name"] == "vesselseg"
     executors = spec["deploymentSpec"]["executors"]
     assert any("data_prep" in json.dumps(e) for e in executors.values())

@@ -399,11 +399,13 @@ def apply_platform(task: T, stage: str) -> T:
     from kfp import kubernetes
 
     config = _ACTIVE.get()
-    caching = (config or ClusterConfig()).stage(stage).caching
-    task.set_caching_options(caching)  # type: ignore[attr-defined]
     if config is None:
+        # A local compile or run: only caching applies, and a stage without a row of cluster settings keeps the
+        # default (a new stage runs locally before it is given a row; compiling for a cluster asks for one).
+        task.set_caching_options(ClusterConfig().stages.get(stage, StageSpec()).caching)  # type: ignore[attr-defined]
         return task
     spec = config.stage(stage)
+    task.set_caching_options(spec.caching)  # type: ignore[attr-defined]
     task.set_container_image(config.image_for(stage))  # type: ignore[attr-defined]
     if spec.launcher == "trainjob":
         _wire_trainjob_launcher(task, stage, config)

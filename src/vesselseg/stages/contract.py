@@ -36,6 +36,16 @@ class Input:
     many: bool = False
 
 
+# What the stages that score and draw the test split read: the dataset, its test labels (no other stage is given
+# them: tests/integration/test_pipeline_dag.py) and the prediction sets. evaluate's inputs, and visualize's first.
+SCORED_INPUTS = (
+    Input("dataset", "Dataset", "dataset"),
+    Input("test_labels", "Dataset", "test_labels"),
+    Input("model_predictions", "Artifact", "predictions", many=True),
+    Input("baseline_predictions", "Artifact", "predictions", many=True),
+)
+
+
 @dataclass(frozen=True)
 class Parameter:
     """A plain component parameter (from the pipeline's wiring) that sets these dotted `Config` fields."""

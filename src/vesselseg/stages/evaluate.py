@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.evaluate import EvaluateConfig, EvaluationSummary, evaluate
-from vesselseg.stages.contract import Classification, Emitted, File, Input, Metrics, Output, Pointer, Stage
+from vesselseg.stages.contract import SCORED_INPUTS, Classification, Emitted, File, Metrics, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.storage import InputRef, ObjectStore, publish_dir, resolve
@@ -108,12 +108,7 @@ STAGE = Stage(
     result=Result,
     run=run,
     emit=emit,
-    inputs=(
-        Input("dataset", "Dataset", "dataset"),
-        Input("test_labels", "Dataset", "test_labels"),
-        Input("model_predictions", "Artifact", "predictions", many=True),
-        Input("baseline_predictions", "Artifact", "predictions", many=True),
-    ),
+    inputs=SCORED_INPUTS,
     outputs=(
         Output("evaluation", "Artifact"),
         Output("summary", "Artifact"),

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vesselseg.config import ConfigModel
 from vesselseg.errors import DataError, StorageError
-from vesselseg.stages.contract import Emitted, File, Input, Output, Pointer, Stage
+from vesselseg.stages.contract import SCORED_INPUTS, Emitted, File, Input, Output, Pointer, Stage
 from vesselseg.stages.inputs import fetch_dataset, fetch_predictions, resolve_test_labels
 from vesselseg.stages.scratch import scratch_dir
 from vesselseg.stages.test_labels import label_store
@@ -198,10 +198,7 @@ STAGE = Stage(
     run=run,
     emit=emit,
     inputs=(
-        Input("dataset", "Dataset", "dataset"),
-        Input("test_labels", "Dataset", "test_labels"),
-        Input("model_predictions", "Artifact", "predictions", many=True),
-        Input("baseline_predictions", "Artifact", "predictions", many=True),
+        *SCORED_INPUTS,
         Input("evaluation", "Artifact", "evaluation"),
         Input("training", "Model", "training"),
     ),
